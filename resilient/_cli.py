@@ -1,0 +1,36 @@
+"""The ``resilient`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _version() -> str:
+    from importlib.metadata import version  # noqa: PLC0415
+
+    return version("resilient-middleware")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="resilient", description="Resilience policies for Python services."
+    )
+    parser.add_argument("--version", action="version", version=f"resilient {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("demo", help="run the built-in demo against a flaky in-process service")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        from ._demo import run_demo  # noqa: PLC0415
+
+        return run_demo()
+    parser.print_help(sys.stderr)
+    return 2
