@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._backoff import Backoff
 from ._clock import Clock, SystemClock, remaining
 from ._duration import Rate
 from ._errors import (
@@ -21,14 +22,19 @@ from ._errors import (
     ResilienceError,
     TimeoutExceededError,
 )
+from ._fallback import Fallback
 from ._pipeline import Pipeline, Policy
+from ._retry import Retry
+from ._timeout import Timeout
 
 __all__ = [
     "BackendError",
+    "Backoff",
     "BulkheadFullError",
     "CircuitOpenError",
     "Clock",
     "ConfigError",
+    "Fallback",
     "Pipeline",
     "Policy",
     "Rate",
@@ -36,14 +42,16 @@ __all__ = [
     "RejectedError",
     "remaining",
     "ResilienceError",
+    "Retry",
     "SystemClock",
+    "Timeout",
     "TimeoutExceededError",
 ]
 
 
 def __getattr__(name: str) -> Any:
     if name == "__version__":
-        from importlib.metadata import version  # noqa: PLC0415
+        from importlib.metadata import version
 
         return version("resilient-middleware")
     msg = f"module {__name__!r} has no attribute {name!r}"

@@ -10,7 +10,7 @@ __all__ = ["main"]
 
 
 def _version() -> str:
-    from importlib.metadata import version  # noqa: PLC0415
+    from importlib.metadata import version
 
     return version("resilient-middleware")
 
@@ -29,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "demo":
-        from ._demo import run_demo  # noqa: PLC0415
+        from ._demo import run_demo
 
         return run_demo()
     parser.print_help(sys.stderr)

@@ -142,7 +142,7 @@ def parse_rates(value: object, *, name: str) -> tuple[Rate, ...]:
 
 
 def _parse_rate_string(value: str, name: str) -> tuple[Rate, ...]:
-    from limits import parse_many  # noqa: PLC0415 - imported on first use only
+    from limits import parse_many
 
     text = _RATE_UNIT_RE.sub(lambda m: _SHORT[m.group(1).lower()], value.strip())
     try:

@@ -149,7 +149,10 @@ class RejectedError(ResilienceError):
         return ", ".join(parts)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild_rejected, (type(self), self.policy, self.key, self.reason, self.retry_after))
+        return (
+            _rebuild_rejected,
+            (type(self), self.policy, self.key, self.reason, self.retry_after),
+        )
 
 
 def _rebuild_rejected(

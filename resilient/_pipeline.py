@@ -23,9 +23,7 @@ class Policy(Protocol):
         """Run ``fn(*args, **kwargs)`` under the policy."""
         ...
 
-    async def acall(
-        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
-    ) -> T:
+    async def acall(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Await ``fn(*args, **kwargs)`` under the policy."""
         ...
 
@@ -57,9 +55,7 @@ class PolicyBase:
     def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         raise NotImplementedError  # pragma: no cover
 
-    async def acall(
-        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
-    ) -> T:
+    async def acall(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         raise NotImplementedError  # pragma: no cover
 
     @overload
@@ -102,7 +98,6 @@ class Pipeline(PolicyBase):
     """
 
     kind = "pipeline"
-    __slots__ = ("name", "clock", "_emitter", "policies")
 
     def __init__(self, *policies: Policy, name: str | None = None) -> None:
         for index, policy in enumerate(policies):
@@ -124,9 +119,7 @@ class Pipeline(PolicyBase):
 
         return step(0)
 
-    async def acall(
-        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
-    ) -> T:
+    async def acall(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         policies = self.policies
         last = len(policies)
 

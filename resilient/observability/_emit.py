@@ -46,7 +46,7 @@ def set_listeners(listeners: Iterable[Listener]) -> None:
     items = tuple(listeners)
     for item in items:
         if not callable(item):
-            from .._errors import ConfigError  # noqa: PLC0415
+            from .._errors import ConfigError
 
             raise ConfigError("listeners", item, "callables taking one event")
     _GLOBAL.listeners = items
@@ -74,7 +74,7 @@ class Emitter:
         items = tuple(listeners or ())
         for item in items:
             if not callable(item):
-                from .._errors import ConfigError  # noqa: PLC0415
+                from .._errors import ConfigError
 
                 raise ConfigError("listeners", item, "callables taking one event")
         self.local: tuple[Listener, ...] = items
@@ -93,15 +93,23 @@ class Emitter:
             try:
                 listener(event)
             except Exception:
-                logger.exception("resilient listener %r raised on %s", listener, type(event).__name__)
+                logger.exception(
+                    "resilient listener %r raised on %s", listener, type(event).__name__
+                )
 
 
 def _summary(event: Event) -> str:
     name = type(event).__name__
     if isinstance(event, RetryScheduled):
-        return f"{event.policy}: {name} attempt={event.attempt} delay={event.delay:.3f}s cause={event.cause!r}"
+        return (
+            f"{event.policy}: {name} attempt={event.attempt} "
+            f"delay={event.delay:.3f}s cause={event.cause!r}"
+        )
     if isinstance(event, CallRejected):
-        return f"{event.policy}: {name} reason={event.reason} key={event.key!r} retry_after={event.retry_after}"
+        return (
+            f"{event.policy}: {name} reason={event.reason} key={event.key!r} "
+            f"retry_after={event.retry_after}"
+        )
     if isinstance(event, CircuitStateChanged):
         return f"{event.policy}: {name} {event.old} -> {event.new} ({event.why})"
     if isinstance(event, TimeoutExceeded):

@@ -1,0 +1,135 @@
+"""``resilient demo``: policies against a built-in flaky service, in memory.
+
+Everything runs in this process on the real clock with short delays, so the
+demo ends by itself in a second or two and needs no network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ._backoff import Backoff
+from ._errors import ResilienceError
+from ._fallback import Fallback
+from ._pipeline import Pipeline
+from ._retry import Retry
+from ._timeout import Timeout
+from .observability._events import Event, RetryScheduled
+from .testing import RecordingListener
+
+__all__ = ["FlakyService", "run_demo"]
+
+
+class ServiceUnavailableError(ConnectionError):
+    """The flaky service's transient failure."""
+
+
+@dataclass
+class FlakyService:
+    """A pretend upstream: each request fails transiently with probability
+    ``failure_rate`` (seeded, so every run tells the same story)."""
+
+    failure_rate: float = 0.5
+    seed: int = 7
+    calls: int = 0
+    _rng: random.Random = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+
+    def fetch(self, item: int) -> str:
+        self.calls += 1
+        if self._rng.random() < self.failure_rate:
+            raise ServiceUnavailableError(f"upstream unavailable (item {item})")
+        return f"item-{item}"
+
+    async def afetch(self, item: int) -> str:
+        await asyncio.sleep(0)
+        return self.fetch(item)
+
+
+class _Table:
+    def __init__(self, title: str, columns: list[str]) -> None:
+        self.title, self.columns, self.rows = title, columns, []  # type: ignore[var-annotated]
+
+    def add(self, *cells: object) -> None:
+        self.rows.append([str(c) for c in cells])
+
+    def render(self) -> str:
+        widths = [len(c) for c in self.columns]
+        for row in self.rows:
+            widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+        line = "+".join("-" * (w + 2) for w in widths)
+        out = [f"\n{self.title}", f"+{line}+"]
+        out.append(
+            "| " + " | ".join(c.ljust(w) for c, w in zip(self.columns, widths, strict=True)) + " |"
+        )
+        out.append(f"+{line}+")
+        for row in self.rows:
+            out.append(
+                "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
+            )
+        out.append(f"+{line}+")
+        return "\n".join(out)
+
+
+def _waits(events: list[Event]) -> str:
+    delays = [f"{e.delay * 1000:.0f}ms" for e in events if isinstance(e, RetryScheduled)]
+    return ", ".join(delays) or "-"
+
+
+def _retry_pipeline(recorder: RecordingListener, seed: int) -> Pipeline:
+    retry = Retry(
+        attempts=4,
+        backoff=Backoff.exponential(initial=0.01, maximum=0.08, jitter="full"),
+        retry_on=ConnectionError,
+        rng=random.Random(seed).random,  # a seeded jitter: every run tells the same story
+        listeners=[recorder],
+        name="upstream-retry",
+    )
+    return Pipeline(
+        Fallback(handler=lambda exc: f"fallback ({type(exc).__name__})"),
+        Timeout(1.0, name="total"),
+        retry,
+        name="upstream",
+    )
+
+
+def _retry_section(
+    title: str, runner: Callable[[Pipeline, FlakyService, int], str], seed: int
+) -> str:
+    recorder = RecordingListener()
+    pipeline = _retry_pipeline(recorder, seed)
+    service = FlakyService(failure_rate=0.55, seed=seed)
+    table = _Table(title, ["request", "attempts", "waits", "outcome"])
+    for item in range(1, 7):
+        recorder.clear()
+        before = service.calls
+        try:
+            outcome = runner(pipeline, service, item)
+        except ResilienceError as exc:  # pragma: no cover - the fallback answers instead
+            outcome = f"{type(exc).__name__}"
+        table.add(item, service.calls - before, _waits(recorder.events), outcome)
+    return table.render()
+
+
+def _sync_runner(pipeline: Pipeline, service: FlakyService, item: int) -> str:
+    return pipeline.call(service.fetch, item)
+
+
+def _async_runner(pipeline: Pipeline, service: FlakyService, item: int) -> str:
+    return asyncio.run(pipeline.acall(service.afetch, item))
+
+
+def run_demo(print_: Callable[[str], object] = print) -> int:
+    """Run every demo section and print the tables; returns the exit code."""
+    print_("resilient demo: policies in front of a flaky in-process service (in memory).")
+    print_(
+        "Pipeline: Fallback -> Timeout(1s) -> Retry(4 attempts, exponential backoff, full jitter)"
+    )
+    print_(_retry_section("Retry, sync (policy.call)", _sync_runner, seed=7))
+    print_(_retry_section("Retry, async (await policy.acall)", _async_runner, seed=11))
+    return 0
