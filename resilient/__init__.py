@@ -7,7 +7,7 @@ decorators or pipelines, with state in memory or shared through Redis.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any as _Any
 
 from ._backoff import Backoff
 from ._clock import Clock, SystemClock, remaining
@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _Any:
     if name == "__version__":
         from importlib.metadata import version
 

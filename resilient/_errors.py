@@ -109,6 +109,16 @@ class ConfigError(ResilienceError, ValueError):
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else self._describe()
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        value = self.value if self._has_value else _MISSING
+        return (_rebuild_config, (self.path, value, self.expected, self.file, self.line))
+
+
+def _rebuild_config(
+    path: str, value: Any, expected: str, file: str | None, line: int | None
+) -> ConfigError:
+    return ConfigError(path, value, expected, file=file, line=line)
+
 
 class RejectedError(ResilienceError):
     """A policy refused the call without running it.
