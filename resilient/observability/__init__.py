@@ -2,11 +2,23 @@
 
 Every policy emits typed, frozen events to sync listeners: its own (the
 ``listeners=`` argument) and the process-wide ones set here. A listener that
-raises is logged and never changes what the policy does. Rare events are also
-logged on the ``"resilient"`` logger.
+raises is logged and never changes what the policy does.
+
+By default, rare events (retries, rejections, circuit state changes, timeouts,
+backend faults) are logged on the ``"resilient"`` logger and nothing else runs.
+Metrics are opt-in::
+
+    from resilient.observability import LoggingListener, PrometheusListener, set_listeners
+
+    set_listeners([LoggingListener(), PrometheusListener()])
+
+The structlog, Prometheus and OpenTelemetry listeners import their library only
+when constructed; importing this module imports none of them.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from ._emit import Listener, get_listeners, set_listeners
 from ._events import (
@@ -20,6 +32,12 @@ from ._events import (
     RetryScheduled,
     TimeoutExceeded,
 )
+from ._logging import LoggingListener
+
+if TYPE_CHECKING:
+    from ._otel import OpenTelemetryListener
+    from ._prometheus import PrometheusListener
+    from ._structlog import StructlogListener
 
 __all__ = [
     "BackendFailed",
@@ -30,8 +48,34 @@ __all__ = [
     "CircuitStateChanged",
     "Event",
     "Listener",
+    "LoggingListener",
+    "OpenTelemetryListener",
+    "PrometheusListener",
     "RetryScheduled",
+    "StructlogListener",
     "TimeoutExceeded",
     "get_listeners",
     "set_listeners",
 ]
+
+_LAZY = {
+    "OpenTelemetryListener": "._otel",
+    "PrometheusListener": "._prometheus",
+    "StructlogListener": "._structlog",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        msg = f"module {__name__!r} has no attribute {name!r}"
+        raise AttributeError(msg)
+    from importlib import import_module
+
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

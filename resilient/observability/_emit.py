@@ -2,116 +2,155 @@
 
 Each policy owns an :class:`Emitter`. Rare events (retries, rejections, state
 changes, timeouts, backend faults) always go through :meth:`Emitter.emit`,
-which also logs them on the ``"resilient"`` logger (when that level is
-enabled). Per-call events (``CallSucceeded``/``CallFailed``) are built only when
-:attr:`Emitter.listening` is true, so with no listener the hot path pays one
-attribute check.
+which logs them on the ``"resilient"`` logger (when that level is enabled, and
+unless a logging listener replaces the built-in logging) and hands them to the
+listeners. Per-call events (``CallSucceeded``/``CallFailed``) are built only
+when :attr:`Emitter.listening` is true, a plain attribute kept up to date by
+:func:`set_listeners`: with no listener, the success path pays one attribute
+read.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 
-from ._events import (
-    BackendFailed,
-    BackendRecovered,
-    CallRejected,
-    CircuitStateChanged,
-    Event,
-    RetryScheduled,
-    TimeoutExceeded,
-)
+from ._events import Event
+from ._logging import LoggingListener
 
-__all__ = ["Emitter", "Listener", "get_listeners", "set_listeners"]
+__all__ = [
+    "Emitter",
+    "Listener",
+    "get_listeners",
+    "logs_events",
+    "set_listeners",
+    "wants_call_events",
+]
 
 Listener = Callable[[Event], object]
-"""A listener is any sync callable taking an event; its return value is ignored."""
+"""A listener is any sync callable taking an event; its return value is ignored.
+
+Two optional attributes tune how a listener is used:
+
+* ``call_events = False``: it has no use for the per-call ``CallSucceeded`` /
+  ``CallFailed`` events; when no listener of a policy wants them, the policy
+  does not build them. (It may still receive them when another listener asked
+  for them, and should ignore them then.)
+* ``logs_events = True``: it logs events itself, so the built-in logging of
+  rare events on the ``"resilient"`` logger stands down (no duplicate lines).
+  :class:`LoggingListener` and ``StructlogListener`` set it.
+"""
 
 logger = logging.getLogger("resilient")
 
-
-class _Global:
-    __slots__ = ("listeners",)
-
-    def __init__(self) -> None:
-        self.listeners: tuple[Listener, ...] = ()
+_BUILTIN = LoggingListener(logger, call_events=False)
+"""The default: rare events logged on the ``"resilient"`` logger."""
 
 
-_GLOBAL = _Global()
+def wants_call_events(listener: Listener) -> bool:
+    """Whether *listener* wants ``CallSucceeded``/``CallFailed`` (its ``call_events``,
+    true when absent)."""
+    return bool(getattr(listener, "call_events", True))
 
 
-def set_listeners(listeners: Iterable[Listener]) -> None:
-    """Replace the process-wide listeners that receive every policy's events."""
+def logs_events(listener: Listener) -> bool:
+    """Whether *listener* replaces the built-in logging (its ``logs_events``)."""
+    return bool(getattr(listener, "logs_events", False))
+
+
+def _checked(listeners: Iterable[Listener], path: str) -> tuple[Listener, ...]:
+    if isinstance(listeners, str | bytes) or callable(listeners):
+        from .._errors import ConfigError
+
+        raise ConfigError(path, listeners, "a list of callables taking one event")
     items = tuple(listeners)
     for item in items:
         if not callable(item):
             from .._errors import ConfigError
 
-            raise ConfigError("listeners", item, "callables taking one event")
-    _GLOBAL.listeners = items
+            raise ConfigError(path, item, "callables taking one event")
+    return items
+
+
+class _Global:
+    __slots__ = ("calls", "emitters", "listeners", "lock", "logs")
+
+    def __init__(self) -> None:
+        self.listeners: tuple[Listener, ...] = ()
+        self.calls = False
+        self.logs = False
+        self.lock = threading.Lock()
+        self.emitters: weakref.WeakSet[Emitter] = weakref.WeakSet()
+
+
+_GLOBAL = _Global()
+
+
+def set_listeners(listeners: Iterable[Listener] | None) -> None:
+    """Replace the process-wide listeners that receive every policy's events.
+
+    A policy's own ``listeners=`` are called first, then these. ``None`` or
+    ``[]`` removes them all. Rare events are logged on the ``"resilient"``
+    logger whatever the listeners, unless one of them logs events itself
+    (:class:`LoggingListener`, ``StructlogListener``); silence or tune those logs
+    through the logger, as with any library::
+
+        set_listeners([PrometheusListener()])
+    """
+    items = () if listeners is None else _checked(listeners, "listeners")
+    calls = any(wants_call_events(item) for item in items)
+    logs = any(logs_events(item) for item in items)
+    with _GLOBAL.lock:
+        _GLOBAL.listeners = items
+        _GLOBAL.calls = calls
+        _GLOBAL.logs = logs
+        for emitter in list(_GLOBAL.emitters):
+            emitter.listening = emitter.local_calls or calls
 
 
 def get_listeners() -> tuple[Listener, ...]:
-    """The process-wide listeners."""
+    """The process-wide listeners (none by default)."""
     return _GLOBAL.listeners
 
 
-def _level(event: Event) -> int:
-    if isinstance(event, CircuitStateChanged | BackendFailed):
-        return logging.WARNING
-    if isinstance(event, CallRejected | TimeoutExceeded | RetryScheduled | BackendRecovered):
-        return logging.INFO
-    return logging.DEBUG
-
-
 class Emitter:
-    """Delivers a policy's events to its own listeners and the global ones."""
+    """Delivers a policy's events to its own listeners, then to the global ones.
 
-    __slots__ = ("local",)
+    Attributes:
+        local: the policy's own listeners.
+        listening: whether any listener (own or global) wants per-call events;
+            policies build ``CallSucceeded``/``CallFailed`` only when it is true.
+    """
+
+    __slots__ = ("__weakref__", "listening", "local", "local_calls", "local_logs")
 
     def __init__(self, listeners: Sequence[Listener] | None = None) -> None:
-        items = tuple(listeners or ())
-        for item in items:
-            if not callable(item):
-                from .._errors import ConfigError
-
-                raise ConfigError("listeners", item, "callables taking one event")
-        self.local: tuple[Listener, ...] = items
-
-    @property
-    def listening(self) -> bool:
-        """Whether anyone listens (per-call events are built only then)."""
-        return bool(self.local or _GLOBAL.listeners)
+        self.local: tuple[Listener, ...] = _checked(listeners or (), "listeners")
+        self.local_calls = any(wants_call_events(item) for item in self.local)
+        self.local_logs = any(logs_events(item) for item in self.local)
+        with _GLOBAL.lock:
+            self.listening: bool = self.local_calls or _GLOBAL.calls
+            _GLOBAL.emitters.add(self)
 
     def emit(self, event: Event) -> None:
-        """Log *event* and hand it to every listener; a raising listener is logged."""
-        level = _level(event)
-        if logger.isEnabledFor(level):
-            logger.log(level, "%s", _summary(event), extra={"resilient_event": event})
-        for listener in self.local + _GLOBAL.listeners:
+        """Log *event* (built-in logging) and hand it to every listener; a raising
+        listener is logged and skipped."""
+        if not (self.local_logs or _GLOBAL.logs):
+            _BUILTIN(event)
+        local = self.local
+        listeners = local + _GLOBAL.listeners if local else _GLOBAL.listeners
+        for listener in listeners:
             try:
                 listener(event)
             except Exception:
                 logger.exception(
-                    "resilient listener %r raised on %s", listener, type(event).__name__
+                    "resilient: listener %r raised on %s from %r; ignored",
+                    listener,
+                    type(event).__name__,
+                    event.policy,
                 )
 
-
-def _summary(event: Event) -> str:
-    name = type(event).__name__
-    if isinstance(event, RetryScheduled):
-        return (
-            f"{event.policy}: {name} attempt={event.attempt} "
-            f"delay={event.delay:.3f}s cause={event.cause!r}"
-        )
-    if isinstance(event, CallRejected):
-        return (
-            f"{event.policy}: {name} reason={event.reason} key={event.key!r} "
-            f"retry_after={event.retry_after}"
-        )
-    if isinstance(event, CircuitStateChanged):
-        return f"{event.policy}: {name} {event.old} -> {event.new} ({event.why})"
-    if isinstance(event, TimeoutExceeded):
-        return f"{event.policy}: {name} budget={event.budget:.3f}s"
-    return f"{event.policy}: {name}"
+    def __repr__(self) -> str:
+        return f"Emitter(local={self.local!r}, listening={self.listening!r})"
