@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 from contextvars import ContextVar, Token
-from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import anyio
@@ -60,17 +59,27 @@ class SystemClock:
 SYSTEM_CLOCK = SystemClock()
 
 
-@dataclass(frozen=True, slots=True)
 class _Deadline:
     """One published deadline: absolute time on *clock*, who set it, and an
     optional cancel scope that a fake clock may cancel when it passes."""
 
-    at: float
-    clock: Clock
-    policy: str
-    budget: float
-    scope: Any = None
-    parent: _Deadline | None = None
+    __slots__ = ("at", "budget", "clock", "parent", "policy", "scope")
+
+    def __init__(
+        self,
+        at: float,
+        clock: Clock,
+        policy: str,
+        budget: float,
+        scope: Any = None,
+        parent: _Deadline | None = None,
+    ) -> None:
+        self.at = at
+        self.clock = clock
+        self.policy = policy
+        self.budget = budget
+        self.scope = scope
+        self.parent = parent
 
 
 _current: ContextVar[_Deadline | None] = ContextVar("resilient_deadline", default=None)

@@ -69,12 +69,25 @@ class PolicyBase:
     def __call__(self, fn: Callable[P, Any], /) -> Callable[P, Any]:
         return decorate(self, fn)
 
+    def _wrap(self, fn: Callable[..., Any]) -> Callable[..., Any] | None:
+        """A policy may return a specialised sync wrapper (a faster decorator); None: default."""
+        return None
+
+    def _awrap(self, fn: Callable[..., Any]) -> Callable[..., Any] | None:
+        """A policy may return a specialised async wrapper; None: default."""
+        return None
+
 
 def decorate(policy: Policy, fn: Callable[P, Any]) -> Callable[P, Any]:
     """Wrap *fn* so each call runs under *policy* (``acall`` for ``async def``)."""
     if not callable(fn):
         raise ConfigError("fn", fn, "a function or other callable to decorate")
-    if inspect.iscoroutinefunction(fn):
+    is_async = inspect.iscoroutinefunction(fn)
+    if isinstance(policy, PolicyBase):
+        special = policy._awrap(fn) if is_async else policy._wrap(fn)
+        if special is not None:
+            return functools.wraps(fn)(special)
+    if is_async:
 
         @functools.wraps(fn)
         async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:

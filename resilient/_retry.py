@@ -26,7 +26,7 @@ from ._duration import to_seconds
 from ._errors import ConfigError, RejectedError
 from ._pipeline import PolicyBase
 from ._types import P, T
-from .observability._emit import Listener
+from .observability._emit import _GLOBAL, Listener
 from .observability._events import CallFailed, CallSucceeded, RetryScheduled
 
 __all__ = ["Retry", "RetryConfig"]
@@ -249,6 +249,7 @@ class Retry(PolicyBase):
             rng=rng,
         )
         self._init_base(name, clock, listeners)
+        self._plain = self.config.deadline is None and self.config.retry_if is None
 
     def _on_failure(
         self, attempts: _Attempts | None, started: float, exc: Exception
@@ -310,12 +311,56 @@ class Retry(PolicyBase):
 
     def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(*args, **kwargs)``, retrying it as configured."""
+        if self._plain and not (self._emitter.local or _GLOBAL.listeners):
+            # Fast path: no deadline, no result predicate, nobody listening.
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:
+                first: Exception = exc
+            return self._call(fn, args, kwargs, first)
+        return self._call(fn, args, kwargs, None)
+
+    def _wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        emitter, plain, slow = self._emitter, self._plain, self._call
+
+        def retried(*args: Any, **kwargs: Any) -> Any:
+            if plain and not (emitter.local or _GLOBAL.listeners):
+                try:
+                    return fn(*args, **kwargs)
+                except Exception as exc:
+                    first: Exception = exc
+                return slow(fn, args, kwargs, first)
+            return slow(fn, args, kwargs, None)
+
+        return retried
+
+    def _awrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        emitter, plain, slow = self._emitter, self._plain, self._acall
+
+        async def retried(*args: Any, **kwargs: Any) -> Any:
+            if plain and not (emitter.local or _GLOBAL.listeners):
+                try:
+                    return await fn(*args, **kwargs)
+                except Exception as exc:
+                    first: Exception = exc
+                return await slow(fn, args, kwargs, first)
+            return await slow(fn, args, kwargs, None)
+
+        return retried
+
+    def _call(self, fn: Callable[..., T], args: Any, kwargs: Any, first: Exception | None) -> T:
         cfg, clock = self.config, self.clock
         listening = self._emitter.listening
-        started = clock.monotonic() if (cfg.deadline is not None or listening) else 0.0
+        started = clock.monotonic()
         token = push_deadline(clock, cfg.deadline, self.name)[1] if cfg.deadline else None
         attempts: _Attempts | None = None
         try:
+            if first is not None:
+                attempts, delay = self._on_failure(attempts, started, first)
+                if delay is None:
+                    self._give_up(attempts, started, first)
+                    raise first
+                clock.sleep(delay)
             while True:
                 try:
                     result = fn(*args, **kwargs)
@@ -341,12 +386,29 @@ class Retry(PolicyBase):
 
     async def acall(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Await ``fn(*args, **kwargs)``, retrying it as configured."""
+        if self._plain and not (self._emitter.local or _GLOBAL.listeners):
+            try:
+                return await fn(*args, **kwargs)
+            except Exception as exc:
+                first: Exception = exc
+            return await self._acall(fn, args, kwargs, first)
+        return await self._acall(fn, args, kwargs, None)
+
+    async def _acall(
+        self, fn: Callable[..., Awaitable[T]], args: Any, kwargs: Any, first: Exception | None
+    ) -> T:
         cfg, clock = self.config, self.clock
         listening = self._emitter.listening
-        started = clock.monotonic() if (cfg.deadline is not None or listening) else 0.0
+        started = clock.monotonic()
         token = push_deadline(clock, cfg.deadline, self.name)[1] if cfg.deadline else None
         attempts: _Attempts | None = None
         try:
+            if first is not None:
+                attempts, delay = self._on_failure(attempts, started, first)
+                if delay is None:
+                    self._give_up(attempts, started, first)
+                    raise first
+                await clock.asleep(delay)
             while True:
                 try:
                     result = await fn(*args, **kwargs)

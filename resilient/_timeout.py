@@ -18,6 +18,7 @@ never outlives the total.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 
@@ -33,6 +34,14 @@ from .observability._emit import Listener
 from .observability._events import TimeoutExceeded
 
 __all__ = ["Timeout"]
+
+
+def _on_asyncio() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # another event loop (trio through anyio)
+        return False
+    return True
 
 
 class Timeout(PolicyBase):
@@ -79,6 +88,19 @@ class Timeout(PolicyBase):
 
     async def acall(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Await the call, cancelling it when the budget passes."""
+        if self._real_clock and _on_asyncio():
+            # Native asyncio deadline: cheaper than a generic cancel scope.
+            timer = asyncio.timeout(self.seconds)
+            _, token = push_deadline(self.clock, self.seconds, self.name)
+            try:
+                async with timer:
+                    return await fn(*args, **kwargs)
+            except TimeoutError:
+                if timer.expired():  # our own deadline, not the callee's TimeoutError
+                    raise self._exceeded() from None
+                raise
+            finally:
+                pop_deadline(token)
         if self._real_clock:
             scope = anyio.CancelScope(deadline=anyio.current_time() + self.seconds)
         else:

@@ -178,3 +178,44 @@ def test_bad_budget(bad):
     with pytest.raises(rs.ConfigError) as info:
         rs.Timeout(bad)
     assert info.value.path == "seconds"
+
+
+async def test_real_clock_callee_timeout_error_passes_through():
+    async def own() -> None:
+        raise TimeoutError("callee's own")
+
+    with pytest.raises(TimeoutError, match="callee's own") as info:
+        await rs.Timeout(5.0).acall(own)
+    assert not isinstance(info.value, rs.TimeoutExceededError)
+
+
+async def test_real_clock_outer_cancellation_passes_through_and_fast_calls_return():
+    started = asyncio.Event()
+
+    async def slow() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    async def fast() -> str:
+        return "quick"
+
+    assert await rs.Timeout(5.0).acall(fast) == "quick"
+    task = asyncio.create_task(rs.Timeout(5.0).acall(slow))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert rs.remaining() is None
+
+
+def test_anyio_cancel_scope_path_without_asyncio_loop_detection(monkeypatch):
+    # The generic cancel-scope path (used on non-asyncio loops) on a real clock.
+    import resilient._timeout as mod
+
+    monkeypatch.setattr(mod, "_on_asyncio", lambda: False)
+
+    async def forever() -> None:
+        await asyncio.Event().wait()
+
+    with pytest.raises(rs.TimeoutExceededError):
+        asyncio.run(rs.Timeout(0.01).acall(forever))
