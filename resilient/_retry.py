@@ -26,7 +26,7 @@ from ._duration import to_seconds
 from ._errors import ConfigError, RejectedError
 from ._pipeline import PolicyBase
 from ._types import P, T
-from .observability._emit import _GLOBAL, Listener
+from .observability._emit import Listener
 from .observability._events import CallFailed, CallSucceeded, RetryScheduled
 
 __all__ = ["Retry", "RetryConfig"]
@@ -311,7 +311,7 @@ class Retry(PolicyBase):
 
     def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(*args, **kwargs)``, retrying it as configured."""
-        if self._plain and not (self._emitter.local or _GLOBAL.listeners):
+        if self._plain and not self._emitter.listening:
             # Fast path: no deadline, no result predicate, nobody listening.
             try:
                 return fn(*args, **kwargs)
@@ -324,7 +324,7 @@ class Retry(PolicyBase):
         emitter, plain, slow = self._emitter, self._plain, self._call
 
         def retried(*args: Any, **kwargs: Any) -> Any:
-            if plain and not (emitter.local or _GLOBAL.listeners):
+            if plain and not emitter.listening:
                 try:
                     return fn(*args, **kwargs)
                 except Exception as exc:
@@ -338,7 +338,7 @@ class Retry(PolicyBase):
         emitter, plain, slow = self._emitter, self._plain, self._acall
 
         async def retried(*args: Any, **kwargs: Any) -> Any:
-            if plain and not (emitter.local or _GLOBAL.listeners):
+            if plain and not emitter.listening:
                 try:
                     return await fn(*args, **kwargs)
                 except Exception as exc:
@@ -386,7 +386,7 @@ class Retry(PolicyBase):
 
     async def acall(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Await ``fn(*args, **kwargs)``, retrying it as configured."""
-        if self._plain and not (self._emitter.local or _GLOBAL.listeners):
+        if self._plain and not self._emitter.listening:
             try:
                 return await fn(*args, **kwargs)
             except Exception as exc:
