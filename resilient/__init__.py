@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any as _Any
 
 from ._backoff import Backoff
+from ._budget import RetryBudget, RetryBudgetStats
 from ._clock import Clock, SystemClock, remaining
 from ._duration import Rate
 from ._errors import (
@@ -43,6 +44,8 @@ __all__ = [
     "remaining",
     "ResilienceError",
     "Retry",
+    "RetryBudget",
+    "RetryBudgetStats",
     "SystemClock",
     "Timeout",
     "TimeoutExceededError",

@@ -21,13 +21,14 @@ from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 from ._backoff import Backoff, BackoffFunction
+from ._budget import RetryBudget
 from ._clock import Clock, pop_deadline, push_deadline
 from ._duration import to_seconds
 from ._errors import ConfigError, RejectedError
 from ._pipeline import PolicyBase
 from ._types import P, T
 from .observability._emit import Listener
-from .observability._events import CallFailed, CallSucceeded, RetryScheduled
+from .observability._events import CallFailed, CallRejected, CallSucceeded, RetryScheduled
 
 __all__ = ["Retry", "RetryConfig"]
 
@@ -69,6 +70,7 @@ class RetryConfig:
     max_retry_after: float = 60.0
     retry_rejected: bool = False
     rng: Callable[[], float] = random.random
+    budget: RetryBudget | None = None
 
     def __post_init__(self) -> None:
         if (
@@ -108,6 +110,8 @@ class RetryConfig:
         )
         if not callable(self.rng):
             raise ConfigError("rng", self.rng, "a callable returning floats in [0, 1)")
+        if self.budget is not None and not isinstance(self.budget, RetryBudget):
+            raise ConfigError("budget", self.budget, "a RetryBudget or None")
 
     def should_retry_exception(self, exc: BaseException) -> bool:
         """Whether *exc* is a transient failure worth another try."""
@@ -137,7 +141,16 @@ class RetryConfig:
 class _Attempts:
     """The bookkeeping of one call (created only once a first attempt failed)."""
 
-    __slots__ = ("cfg", "clock", "deadline_at", "max_attempts", "number", "previous", "reason")
+    __slots__ = (
+        "cfg",
+        "clock",
+        "deadline_at",
+        "denied",
+        "max_attempts",
+        "number",
+        "previous",
+        "reason",
+    )
 
     def __init__(self, cfg: RetryConfig, clock: Clock, started: float) -> None:
         self.cfg = cfg
@@ -145,6 +158,7 @@ class _Attempts:
         self.number = 1
         self.previous: float | None = None
         self.reason = ""
+        self.denied = False
         self.deadline_at = started + cfg.deadline if cfg.deadline is not None else math.inf
         self.max_attempts = cfg.attempts
         if TESTING.enabled and TESTING.attempts is not None:
@@ -172,6 +186,10 @@ class _Attempts:
                 f"gave up after {self.number} attempt(s): the next try would start past the "
                 f"{cfg.deadline}s deadline"
             )
+            return None
+        if cfg.budget is not None and not cfg.budget.try_spend():
+            self.reason = f"the retry budget is spent, after {self.number} attempt(s)"
+            self.denied = True
             return None
         self.previous = delay
         self.number += 1
@@ -215,6 +233,9 @@ class Retry(PolicyBase):
             (:func:`resilient.remaining`); no sleep ever runs past it. ``None``: none.
         max_retry_after: the cap on server hints (default 60 s).
         retry_rejected: also retry the library's own rejections (default False).
+        budget: a :class:`RetryBudget` (shareable) that caps retries to a share of
+            recent calls; a denied retry ends the call (a ``CallRejected`` event
+            with reason ``"retry_budget"`` is emitted). ``None``: no budget.
         rng: the random source for jitter (floats in ``[0, 1)``).
         name, clock, listeners: as for every policy.
     """
@@ -232,6 +253,7 @@ class Retry(PolicyBase):
         deadline: float | str | None = None,
         max_retry_after: float | str = 60.0,
         retry_rejected: bool = False,
+        budget: RetryBudget | None = None,
         rng: Callable[[], float] = random.random,
         name: str | None = None,
         clock: Clock | None = None,
@@ -247,9 +269,11 @@ class Retry(PolicyBase):
             max_retry_after=max_retry_after,  # type: ignore[arg-type]
             retry_rejected=retry_rejected,
             rng=rng,
+            budget=budget,
         )
         self._init_base(name, clock, listeners)
-        self._plain = self.config.deadline is None and self.config.retry_if is None
+        cfg = self.config
+        self._plain = cfg.deadline is None and cfg.retry_if is None and cfg.budget is None
 
     def _on_failure(
         self, attempts: _Attempts | None, started: float, exc: Exception
@@ -262,6 +286,8 @@ class Retry(PolicyBase):
         delay = attempts.next_delay(exc)
         if delay is not None:
             self._scheduled(attempts, delay, exc, None)
+        elif attempts.denied:
+            self._denied(attempts)
         return attempts, delay
 
     def _on_result(
@@ -272,7 +298,21 @@ class Retry(PolicyBase):
         delay = attempts.next_delay(result)
         if delay is not None:
             self._scheduled(attempts, delay, None, result)
+        elif attempts.denied:
+            self._denied(attempts)
         return attempts, delay
+
+    def _denied(self, attempts: _Attempts) -> None:
+        budget = self.config.budget
+        self._emitter.emit(
+            CallRejected(
+                policy=self.name,
+                kind=self.kind,
+                at=self.clock.monotonic(),
+                reason="retry_budget",
+                stats=budget.stats() if budget is not None else None,
+            )
+        )
 
     def _scheduled(
         self, attempts: _Attempts, delay: float, exc: BaseException | None, result: object
@@ -352,6 +392,8 @@ class Retry(PolicyBase):
         cfg, clock = self.config, self.clock
         listening = self._emitter.listening
         started = clock.monotonic()
+        if cfg.budget is not None:
+            cfg.budget.record_call()
         token = push_deadline(clock, cfg.deadline, self.name)[1] if cfg.deadline else None
         attempts: _Attempts | None = None
         try:
@@ -400,6 +442,8 @@ class Retry(PolicyBase):
         cfg, clock = self.config, self.clock
         listening = self._emitter.listening
         started = clock.monotonic()
+        if cfg.budget is not None:
+            cfg.budget.record_call()
         token = push_deadline(clock, cfg.deadline, self.name)[1] if cfg.deadline else None
         attempts: _Attempts | None = None
         try:
