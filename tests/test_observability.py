@@ -311,7 +311,7 @@ def test_default_logging_respects_the_logger_level(run, clock, caplog):
 def test_logging_listener_replaces_the_builtin_logging(run, clock, caplog):
     """With a LoggingListener installed each event is logged once, successes at DEBUG."""
     caplog.set_level(logging.DEBUG, logger="resilient")
-    set_listeners([LoggingListener()])
+    set_listeners([LoggingListener(call_events=True)])
     run(fixed(clock=clock, name="db"), Flaky(OSError()))
     assert [(r.levelname, r.event) for r in caplog.records] == [
         ("INFO", "retry_scheduled"),
@@ -321,10 +321,25 @@ def test_logging_listener_replaces_the_builtin_logging(run, clock, caplog):
     assert caplog.records[1].duration == 1.0
 
 
+def test_logging_listener_leaves_successes_alone_by_default(run, clock, caplog):
+    """LoggingListener() logs rare events only: policies build no per-call events for it."""
+    caplog.set_level(logging.DEBUG, logger="resilient")
+    listener = LoggingListener()
+    set_listeners([listener])
+    retry = fixed(clock=clock)
+    assert retry._emitter.listening is False
+    run(retry, Flaky(OSError()))
+    listener(CallSucceeded(policy="p", kind="retry", at=0.0, duration=0.0))
+    records = [r for r in caplog.records if r.name == "resilient"]
+    assert [r.event for r in records] == ["retry_scheduled"]
+
+
 def test_logging_listener_on_its_own_logger_and_levels(run, clock, caplog):
     """A named logger and per-type levels are honoured; the built-in logging stands down."""
     caplog.set_level(logging.DEBUG)
-    listener = LoggingListener("app.resilience", levels={RetryScheduled: logging.WARNING})
+    listener = LoggingListener(
+        "app.resilience", levels={RetryScheduled: logging.WARNING}, call_events=True
+    )
     run(fixed(clock=clock, listeners=[listener]), Flaky(OSError()))
     records = [r for r in caplog.records if r.name.startswith(("app", "resilient"))]
     assert [(r.name, r.levelname, r.event) for r in records] == [
@@ -348,7 +363,7 @@ def test_logging_listener_skips_formatting_when_the_level_is_disabled(
     monkeypatch.setattr(logging_module, "describe", spy)
     monkeypatch.setattr(logging_module, "extra_for", spy)
     rec = RecordingListener()
-    listener = LoggingListener(logger)
+    listener = LoggingListener(logger, call_events=True)
     with caplog.at_level(logging.DEBUG, logger="resilient"):
         run(fixed(clock=clock, listeners=[listener, rec]), Flaky(OSError()))
     assert rec.names == ["retry_scheduled", "call_succeeded"]
@@ -442,7 +457,7 @@ class State(enum.Enum):
 def test_logging_listener_levels_and_messages(event, level, message, caplog):
     """Each event type has its level and a fixed, readable message template."""
     caplog.set_level(logging.DEBUG, logger="resilient")
-    LoggingListener()(event)
+    LoggingListener(call_events=True)(event)
     (record,) = caplog.records
     assert (record.levelno, record.getMessage()) == (level, message)
     assert record.event == event.event_name
@@ -479,7 +494,7 @@ def test_structlog_listener_logs_key_values():
     from resilient.observability import StructlogListener
 
     with structlog.testing.capture_logs() as logs:
-        listener = StructlogListener()
+        listener = StructlogListener(call_events=True)
         listener(
             RetryScheduled(
                 policy="db", kind="retry", at=1.5, attempt=2, delay=0.5, cause=OSError("x")

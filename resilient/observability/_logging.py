@@ -114,12 +114,15 @@ class LoggingListener:
     When the logger is not enabled for an event's level, the listener returns
     after one dictionary lookup and one ``isEnabledFor`` check.
 
+    Installing one replaces the built-in logging of rare events (no duplicates).
+
     Args:
         logger: a ``logging.Logger`` or a logger name (default ``"resilient"``).
         levels: overrides of :data:`DEFAULT_LEVELS`, by event type, e.g.
             ``{RetryScheduled: logging.DEBUG}``.
-        call_events: whether to log ``CallSucceeded``/``CallFailed`` (at DEBUG by
-            default). ``False`` also tells policies not to build them for it.
+        call_events: also log every ``CallSucceeded``/``CallFailed`` (at DEBUG by
+            default). Off by default: then policies do not even build those
+            events for this listener, so successes cost nothing extra.
     """
 
     __slots__ = ("call_events", "levels", "logger")
@@ -131,7 +134,7 @@ class LoggingListener:
         logger: logging.Logger | str = "resilient",
         *,
         levels: Mapping[type[Event], int] | None = None,
-        call_events: bool = True,
+        call_events: bool = False,
     ) -> None:
         self.logger = logging.getLogger(logger) if isinstance(logger, str) else logger
         merged = dict(DEFAULT_LEVELS)

@@ -28,7 +28,8 @@ class StructlogListener:
     Args:
         logger: a structlog logger (default ``structlog.get_logger("resilient")``).
         levels: overrides of the level per event type.
-        call_events: whether to log ``CallSucceeded``/``CallFailed`` (DEBUG).
+        call_events: also log every ``CallSucceeded``/``CallFailed`` (DEBUG by
+            default); off by default, so successes cost nothing extra.
 
     Raises:
         ModuleNotFoundError: structlog is not installed.
@@ -43,7 +44,7 @@ class StructlogListener:
         logger: Any = None,
         *,
         levels: Mapping[type[Event], int] | None = None,
-        call_events: bool = True,
+        call_events: bool = False,
     ) -> None:
         if logger is None:
             try:
