@@ -1,0 +1,710 @@
+"""What the gRPC interceptors decide, shared by the ``grpc`` and ``grpc.aio`` drivers.
+
+Nothing here performs I/O, sleeps or awaits: the four drivers (sync and asyncio,
+client and server) ask this module which policy covers a method, what a status
+code means, how long the next attempt may take and how to answer a rejection,
+and then do the waiting themselves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import math
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Iterator, Mapping
+from contextvars import ContextVar
+from typing import Any, Final, TypeAlias
+from urllib.parse import unquote
+
+import grpc
+
+from ..._clock import Clock, pop_deadline, push_deadline, remaining
+from ..._errors import (
+    ConfigError,
+    RateLimitedError,
+    RejectedError,
+    TimeoutExceededError,
+)
+from ..._pipeline import Pipeline, Policy
+from ..._retry import Retry
+from ...observability._events import Event
+
+__all__ = [
+    "DEFAULT_FAILURE_CODES",
+    "DEFAULT_RETRY_CODES",
+    "PUSHBACK_KEY",
+    "KeyFunc",
+    "NotReplayableError",
+    "RetryableStatusError",
+    "StatusError",
+    "metadata_key",
+    "peer_key",
+]
+
+PUSHBACK_KEY: Final = "grpc-retry-pushback-ms"
+"""The trailing-metadata key of gRPC server pushback (gRFC A6), in milliseconds."""
+
+DEFAULT_RETRY_CODES: Final = frozenset({grpc.StatusCode.UNAVAILABLE})
+"""Status codes retried by default: only ``UNAVAILABLE`` (the request was not processed)."""
+
+DEFAULT_FAILURE_CODES: Final = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+"""Status codes that count as a failure of the service (what a circuit breaker sees).
+
+Other non-OK codes (``NOT_FOUND``, ``INVALID_ARGUMENT``, ``PERMISSION_DENIED``,
+``RESOURCE_EXHAUSTED``...) are answers about the request, not faults of the
+service: the policies see a successful call and the caller still gets the error.
+"""
+
+KeyFunc: TypeAlias = Callable[[str, Any], Hashable | None]
+"""Picks the rate-limit partition of a server call: ``key(method, context) -> key``."""
+
+_NO_DEADLINE: Final = 1e9  # sync servers report ~9.2e18 s left when the call has no deadline
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class StatusError(Exception):
+    """A gRPC attempt ended with a status code counted as a failure.
+
+    Raised *inside* an attempt so that the policies around it (circuit breaker,
+    retry, bulkhead) see the failure. The caller never sees it: once the
+    policies are done the interceptor hands back the original gRPC error, with
+    the notes added by the policies (``"gave up after 3 attempts"``).
+
+    Attributes:
+        code: the ``grpc.StatusCode``.
+        details: the status details.
+        retry_after: the server's pushback in seconds (``grpc-retry-pushback-ms``),
+            negative when the server asked not to retry, ``None`` without a hint.
+        error: the gRPC error (or failed call) the caller will receive.
+    """
+
+    def __init__(
+        self, error: Any, code: Any, details: str | None, retry_after: float | None
+    ) -> None:
+        super().__init__(f"{getattr(code, 'name', code)}: {details or ''}".rstrip(": "))
+        self.error = error
+        self.code = code
+        self.details = details
+        self.retry_after = retry_after
+
+
+class RetryableStatusError(StatusError, OSError):
+    """A :class:`StatusError` whose code is retryable (``UNAVAILABLE`` by default).
+
+    It is an ``OSError`` so that :class:`resilient.Retry` with its default
+    ``retry_on=(OSError,)`` retries it, while other status failures are not
+    retried; ``Retry`` reads the pushback from ``retry_after``.
+    """
+
+
+class NotReplayableError(RejectedError):
+    """A policy asked for another attempt of a call whose request stream is spent.
+
+    A request stream given as an iterator or generator is sent once; pass a
+    re-iterable (a list or a tuple) to let a retry send it again.
+    """
+
+    default_reason = "not_replayable"
+
+
+class Cancelled(BaseException):
+    """An attempt ended with ``CANCELLED``: policies release it without counting it.
+
+    Raised inside the attempt (a ``BaseException``, like a cancellation, so no
+    policy counts it as a failure or retries it) and unwrapped by the driver.
+    """
+
+    def __init__(self, outcome: Any) -> None:
+        super().__init__("the call was cancelled")
+        self.outcome = outcome
+
+
+def copy_notes(source: BaseException, target: BaseException) -> None:
+    """Copy the notes policies added to *source* (e.g. "gave up after 3 attempts")."""
+    for note in getattr(source, "__notes__", ()):
+        try:
+            target.add_note(note)
+        except (AttributeError, TypeError):  # pragma: no cover - exotic error objects
+            return
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def parse_pushback(metadata: Iterable[Any] | None) -> float | None:
+    """The server's pushback in seconds, from trailing metadata.
+
+    Per gRFC A6 a value ``>= 0`` means "retry after exactly this delay", and a
+    negative or unparseable value means "do not retry" (returned as ``-1.0``).
+    ``None`` when there is no pushback.
+    """
+    if not metadata:
+        return None
+    for item in metadata:
+        key, value = item[0], item[1]
+        if key != PUSHBACK_KEY:
+            continue
+        if isinstance(value, bytes):
+            value = value.decode("ascii", "replace")
+        text = str(value).strip()
+        if not text.lstrip("-").isdigit():
+            return -1.0
+        millis = int(text)
+        return -1.0 if millis < 0 else millis / 1000.0
+    return None
+
+
+def pushback_metadata(retry_after: float | None) -> tuple[tuple[str, str], ...]:
+    """The trailing metadata a server sends to say when to retry (none if unknown).
+
+    Milliseconds are rounded up, so the hint is never an underestimate; an
+    infinite ``retry_after`` (a request that can never be admitted) asks the
+    client not to retry at all.
+    """
+    if retry_after is None or math.isnan(retry_after):
+        return ()
+    if math.isinf(retry_after):
+        return ((PUSHBACK_KEY, "-1"),)
+    return ((PUSHBACK_KEY, str(max(math.ceil(retry_after * 1000.0), 0))),)
+
+
+def method_name(method: str | bytes) -> str:
+    """``"/pkg.Service/Method"`` (str), whichever type the channel used."""
+    return method.decode("utf-8", "replace") if isinstance(method, bytes) else method
+
+
+# --------------------------------------------------------------------------- routing
+
+_NOT_FOUND: Any = object()
+
+
+def as_policy(value: object, path: str) -> Policy | None:
+    """A route's value as one policy: a policy, a sequence of them, or ``None``."""
+    if value is None:
+        return None
+    if isinstance(value, Policy):
+        return value
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            if not isinstance(item, Policy):
+                raise ConfigError(f"{path}[{index}]", item, "a policy with call() and acall()")
+        if not value:
+            return None
+        return value[0] if len(value) == 1 else Pipeline(*value)
+    raise ConfigError(path, value, "a policy, a list of policies, or None")
+
+
+def _kind(pattern: str) -> int:
+    """0 exact method, 1 whole service, 2 other glob, 3 everything."""
+    if pattern == "*":
+        return 3
+    if "/" not in pattern or pattern.endswith("/*"):
+        service = pattern.removesuffix("/*")
+        if not any(c in service for c in "*?["):
+            return 1
+    return 2 if any(c in pattern for c in "*?[") else 0
+
+
+class Routes:
+    """Which policy covers a method: a route pattern, else the default policies.
+
+    Patterns are written without the leading slash: ``"pkg.Service/Method"``
+    (one method), ``"pkg.Service"`` or ``"pkg.Service/*"`` (every method of a
+    service), any other glob (``"pkg.*/Get*"``) and ``"*"`` (everything). The
+    most specific pattern wins (method, then service, then globs in mapping
+    order, then ``"*"``); a method no pattern matches gets the default.
+
+    Which pattern matches a method is decided once per method; the value is
+    looked up on every call, so a registry that reloads its policies is
+    followed. A value may be a policy, a list of policies (a pipeline, outermost
+    first) or ``None`` (no policy: the call passes through untouched).
+    """
+
+    __slots__ = ("_converted", "_default", "_matched", "_patterns", "_routes")
+
+    def __init__(self, default: Policy | None, routes: Mapping[str, Any] | None) -> None:
+        if routes is not None and not isinstance(routes, Mapping):
+            raise ConfigError("routes", routes, "a mapping of method patterns to policies")
+        self._default = default
+        self._routes = routes
+        patterns: list[tuple[int, int, str, str]] = []
+        for order, key in enumerate(routes or ()):
+            if not isinstance(key, str) or not key.strip("/"):
+                raise ConfigError("routes", key, "method patterns such as 'pkg.Service/Method'")
+            normal = key.lstrip("/")
+            as_policy(routes[key], f"routes[{key!r}]")  # type: ignore[index]
+            patterns.append((_kind(normal), order, normal, key))
+        patterns.sort()
+        self._patterns = tuple(patterns)
+        self._matched: dict[str | bytes, str | None] = {}
+        self._converted: dict[str, tuple[object, Policy | None]] = {}
+
+    def __repr__(self) -> str:
+        routes = list(self._routes) if self._routes is not None else None
+        return f"default={self._default!r}, routes={routes!r}"
+
+    def _match(self, method: str) -> str | None:
+        name = method.lstrip("/")
+        service = name.rpartition("/")[0]
+        for kind, _, pattern, key in self._patterns:
+            if kind == 0 and pattern == name:
+                return key
+            if kind == 1 and pattern.removesuffix("/*") == service:
+                return key
+            if kind >= 2 and fnmatch.fnmatchcase(name, pattern):
+                return key
+        return None
+
+    def policy(self, method: str | bytes) -> Policy | None:
+        """The policy for *method* (``None``: pass the call through)."""
+        if self._routes is None:
+            return self._default
+        key = self._matched.get(method, _NOT_FOUND)
+        if key is _NOT_FOUND:
+            key = self._match(method_name(method))
+            if len(self._matched) < 10_000:  # bounded: method names come from the wire
+                self._matched[method] = key
+        if key is None:
+            return self._default
+        value = self._routes.get(key)
+        cached = self._converted.get(key)
+        if cached is not None and cached[0] is value:
+            return cached[1]
+        policy = as_policy(value, f"routes[{key!r}]")
+        self._converted[key] = (value, policy)
+        return policy
+
+
+def default_policy(policies: tuple[Any, ...]) -> Policy | None:
+    """The positional policies of an interceptor as one policy (or ``None``)."""
+    return as_policy(list(policies), "policies")
+
+
+# --------------------------------------------------------------------------- client
+
+
+def replayable(requests: object) -> bool:
+    """Whether a request stream can be sent again: a re-iterable, not an iterator."""
+    return not isinstance(requests, Iterator | AsyncIterator)
+
+
+def _codes(value: Iterable[Any], name: str) -> frozenset[Any]:
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise ConfigError(name, value, "grpc.StatusCode values")
+    codes = frozenset(value)
+    for code in codes:
+        if not isinstance(code, grpc.StatusCode):
+            raise ConfigError(name, code, "grpc.StatusCode values")
+        if code in (grpc.StatusCode.OK, grpc.StatusCode.CANCELLED):
+            raise ConfigError(name, code, "failure codes (not OK, and not CANCELLED)")
+    return codes
+
+
+CURRENT: ContextVar[str | None] = ContextVar("resilient_grpc_method", default=None)
+"""The full method name of the client call whose policies run in this context."""
+
+
+class _Annotate:
+    """A listener, first in line on the adapted retries, that adds the call's
+    ``service``, ``method`` and status ``code`` (or ``error``) to their events."""
+
+    call_events = False
+
+    def __call__(self, event: Event) -> None:
+        method = CURRENT.get()
+        if method is None:
+            return
+        attributes = event.attributes
+        service, _, name = method.lstrip("/").rpartition("/")
+        attributes.setdefault("service", service)
+        attributes.setdefault("method", name)
+        cause = getattr(event, "cause", None) or getattr(event, "exception", None)
+        if isinstance(cause, StatusError):
+            attributes.setdefault("code", getattr(cause.code, "name", str(cause.code)))
+        elif cause is not None:
+            attributes.setdefault("error", type(cause).__name__)
+
+
+_ANNOTATE = _Annotate()
+
+
+def adapt_retry(retry: Retry) -> Retry:
+    """A copy of *retry* for gRPC calls.
+
+    It keeps every setting, the clock, the name and the listeners (and shares
+    the retry budget); its events carry the call's service, method and code,
+    and a server hint longer than the time left before a deadline (the
+    call's own timeout, a ``Timeout`` around it, the retry's ``deadline``)
+    ends the retries at once instead of sleeping past it.
+    """
+    cfg = retry.config
+    user_after = cfg.retry_after
+
+    def retry_after(outcome: object) -> float | None:
+        hint = user_after(outcome)
+        if hint is not None and hint > 0:
+            left = remaining()
+            if left is not None and hint > left:
+                return -1.0  # the next attempt could only start after the deadline
+        return hint
+
+    settings = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.init}
+    settings["retry_after"] = retry_after
+    return Retry(
+        **settings,
+        name=retry.name,
+        clock=retry.clock,
+        listeners=(_ANNOTATE, *retry._emitter.local),
+    )
+
+
+def client_chain(policy: Policy) -> tuple[Policy, bool]:
+    """*policy* with its retries adapted (pipelines flattened); and whether it has any."""
+    items: list[Policy] = []
+    adapted = False
+
+    def visit(item: Policy) -> None:
+        nonlocal adapted
+        if isinstance(item, Pipeline):
+            for inner in item.policies:
+                visit(inner)
+        elif isinstance(item, Retry):
+            items.append(adapt_retry(item))
+            adapted = True
+        else:
+            items.append(item)
+
+    visit(policy)
+    if not adapted:
+        return policy, False
+    return (items[0] if len(items) == 1 else Pipeline(*items, name=policy_name(policy))), True
+
+
+def policy_name(policy: Policy) -> str | None:
+    name = getattr(policy, "name", None)
+    return name if isinstance(name, str) and name else None
+
+
+class ClientCore:
+    """The client decisions: which chain runs a call, what a status means."""
+
+    __slots__ = ("chains", "clock", "failure_codes", "retry_codes", "routes")
+
+    def __init__(
+        self,
+        routes: Routes,
+        retry_codes: Iterable[Any],
+        failure_codes: Iterable[Any],
+        clock: Clock,
+    ) -> None:
+        self.routes = routes
+        self.retry_codes = _codes(retry_codes, "retry_codes")
+        self.failure_codes = _codes(failure_codes, "failure_codes") | self.retry_codes
+        self.clock = clock
+        self.chains: dict[int, tuple[Policy, Policy, bool]] = {}
+
+    def chain(self, method: str | bytes) -> tuple[Policy | None, bool]:
+        """The policies that run a call of *method* (``None``: pass it through),
+        and whether they include retries (whose events want the method)."""
+        policy = self.routes.policy(method)
+        if policy is None:
+            return None, False
+        cached = self.chains.get(id(policy))
+        if cached is not None and cached[0] is policy:
+            return cached[1], cached[2]
+        chain, annotated = client_chain(policy)
+        if len(self.chains) > 1_000:
+            self.chains.clear()
+        self.chains[id(policy)] = (policy, chain, annotated)
+        return chain, annotated
+
+    def judge(self, error: Any, code: Any, call: CallState) -> BaseException | None:
+        """What a finished attempt with a non-OK *code* means to the policies.
+
+        ``None``: an answer, not a failure (the attempt returns it). Otherwise the
+        exception to raise inside the attempt: :class:`Cancelled` for
+        ``CANCELLED``, :class:`RetryableStatusError` for a retryable code on a
+        call that can be sent again, :class:`StatusError` for other failures.
+        """
+        if code is grpc.StatusCode.CANCELLED:
+            return Cancelled(error)
+        if code not in self.failure_codes:
+            return None
+        try:
+            trailing = error.trailing_metadata()
+        except Exception:  # a failed outcome without metadata
+            trailing = None
+        try:
+            details = error.details()
+        except Exception:
+            details = None
+        hint = parse_pushback(trailing)
+        if code in self.retry_codes and call.replayable:
+            return RetryableStatusError(error, code, details, hint)
+        return StatusError(error, code, details, hint)
+
+
+class CallState:
+    """One intercepted client call: its details, its own timeout and its attempts.
+
+    The call's ``timeout`` (measured from when the call was made) is published
+    as a deadline while its policies run, so each attempt's gRPC timeout —
+    ``resilient.remaining()`` — is the smallest of what is left of it, of a
+    :class:`resilient.Timeout` around the attempt or the call, and of a retry's
+    ``deadline``.
+    """
+
+    __slots__ = ("anchor", "attempts", "clock", "details", "make_details", "method", "replayable")
+
+    def __init__(
+        self,
+        details: Any,
+        clock: Clock,
+        make_details: Callable[[Any, float | None], Any],
+        replayable: bool = True,
+    ) -> None:
+        self.details = details
+        self.clock = clock
+        self.make_details = make_details
+        self.replayable = replayable
+        self.method = method_name(details.method)
+        self.attempts = 0
+        self.anchor = clock.monotonic() if details.timeout is not None else 0.0
+
+    def enter(self, annotated: bool) -> tuple[Any, Any]:
+        """Publish the call's own deadline (and its method, for events); undo with
+        :meth:`leave`."""
+        token = None
+        timeout = self.details.timeout
+        if timeout is not None:
+            left = float(timeout) - (self.clock.monotonic() - self.anchor)
+            token = push_deadline(self.clock, left, "grpc")[1]
+        return token, CURRENT.set(self.method) if annotated else None
+
+    @staticmethod
+    def leave(tokens: tuple[Any, Any]) -> None:
+        deadline, method = tokens
+        if method is not None:
+            CURRENT.reset(method)
+        if deadline is not None:
+            pop_deadline(deadline)
+
+    def next_details(self) -> Any:
+        """The call details for the next attempt, its timeout the time left.
+
+        Raises :class:`NotReplayableError` when the request stream was already
+        sent and another attempt is asked for.
+        """
+        self.attempts += 1
+        if self.attempts > 1 and not self.replayable:
+            raise NotReplayableError(
+                "grpc",
+                key=self.method,
+                reason="not_replayable: the request stream was already sent; pass a list or "
+                "tuple to allow retries",
+            )
+        left = remaining()
+        if left is None:
+            return self.details
+        return self.make_details(self.details, left)
+
+
+# --------------------------------------------------------------------------- server
+
+
+def peer_key(method: str, context: Any) -> Hashable | None:
+    """The client's address (without its port), the default rate-limit key.
+
+    ``"ipv4:10.0.0.7:51234"`` gives ``"10.0.0.7"``, ``"ipv6:[::1]:51234"`` gives
+    ``"::1"``; other peers (``"unix:/run/app.sock"``) are used whole. Behind a
+    proxy every request has the proxy's address: key on metadata set by the
+    proxy instead (:func:`metadata_key`).
+    """
+    peer = context.peer()
+    if not isinstance(peer, str):
+        return None
+    scheme, _, address = peer.partition(":")
+    if scheme == "ipv4":
+        return address.rpartition(":")[0] or address
+    if scheme == "ipv6":
+        address = unquote(address)
+        host = address.rpartition(":")[0] if "]" in address else address
+        return host.strip("[]") or address
+    return peer
+
+
+def metadata_key(name: str, fallback: KeyFunc | None = peer_key) -> KeyFunc:
+    """A key function reading invocation metadata *name* (e.g. ``"x-api-key"``).
+
+    Requests without it are keyed by *fallback* (the client address by default;
+    ``None``: they share one partition).
+    """
+    if not isinstance(name, str) or not name:
+        raise ConfigError("name", name, "a metadata key such as 'x-api-key'")
+    wanted = name.lower()
+
+    def key(method: str, context: Any) -> Hashable | None:
+        for item in context.invocation_metadata() or ():
+            if item[0] == wanted:
+                return item[1]  # type: ignore[no-any-return]
+        return fallback(method, context) if fallback is not None else None
+
+    key.__qualname__ = key.__name__ = f"metadata_key({name!r})"
+    return key
+
+
+class Plan:
+    """What guards one server method: rate limiters first (keyed), then the rest."""
+
+    __slots__ = ("async_limiters", "limiters", "policy")
+
+    def __init__(self, policy: Policy | None) -> None:
+        limiters: list[Any] = []
+        rest: list[Policy] = []
+
+        def visit(item: Policy) -> None:
+            if isinstance(item, Pipeline):
+                for inner in item.policies:
+                    visit(inner)
+            elif callable(getattr(item, "try_acquire", None)):
+                limiters.append(item)
+            else:
+                rest.append(item)
+
+        if policy is not None:
+            visit(policy)
+        self.limiters = tuple(limiters)
+        self.async_limiters = tuple(
+            callable(getattr(limiter, "atry_acquire", None)) for limiter in limiters
+        )
+        self.policy: Policy | None = as_policy(rest, "policies")
+
+
+class Rejection:
+    """How a server answers a refused or timed-out call."""
+
+    __slots__ = ("code", "details", "trailers")
+
+    def __init__(self, code: Any, details: str, trailers: tuple[tuple[str, str], ...]) -> None:
+        self.code = code
+        self.details = details
+        self.trailers = trailers
+
+
+def rejection_for(exc: BaseException) -> Rejection | None:
+    """The status for one of the library's errors, or ``None`` for anything else.
+
+    A rate limit answers ``RESOURCE_EXHAUSTED``; an open breaker, a full
+    bulkhead and other rejections ``UNAVAILABLE`` (both with the pushback
+    trailer when the error knows when to come back); a timeout
+    ``DEADLINE_EXCEEDED``.
+    """
+    if isinstance(exc, RateLimitedError):
+        return Rejection(
+            grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), pushback_metadata(exc.retry_after)
+        )
+    if isinstance(exc, RejectedError):
+        return Rejection(grpc.StatusCode.UNAVAILABLE, str(exc), pushback_metadata(exc.retry_after))
+    if isinstance(exc, TimeoutExceededError):
+        return Rejection(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc), ())
+    return None
+
+
+def limited(limiter: Any, key: Hashable | None, decision: Any) -> Rejection:
+    """The answer to a request a rate limiter refused."""
+    retry_after = getattr(decision, "retry_after", None)
+    name = getattr(limiter, "name", "rate_limit")
+    error = RateLimitedError(name, key=key, retry_after=retry_after)
+    return Rejection(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error), pushback_metadata(retry_after))
+
+
+class ServerCore:
+    """The server decisions: routes to plans, keys, classification of handler outcomes."""
+
+    __slots__ = ("clock", "failure_codes", "key", "plans", "propagate_deadline", "routes")
+
+    def __init__(
+        self,
+        routes: Routes,
+        key: KeyFunc | None,
+        failure_codes: Iterable[Any],
+        propagate_deadline: bool,
+        clock: Clock,
+    ) -> None:
+        if key is not None and not callable(key):
+            raise ConfigError("key", key, "a callable(method, context) -> key, or None")
+        self.routes = routes
+        self.key = key
+        self.failure_codes = _codes(failure_codes, "failure_codes")
+        self.propagate_deadline = bool(propagate_deadline)
+        self.clock = clock
+        self.plans: dict[int, tuple[Policy, Plan]] = {}
+
+    def plan(self, method: str | bytes) -> Plan | None:
+        """The plan for *method*, or ``None`` when no policy covers it."""
+        policy = self.routes.policy(method)
+        if policy is None:
+            return None
+        cached = self.plans.get(id(policy))
+        if cached is not None and cached[0] is policy:
+            return cached[1]
+        plan = Plan(policy)
+        if len(self.plans) > 1_000:
+            self.plans.clear()
+        self.plans[id(policy)] = (policy, plan)
+        return plan
+
+    def key_for(self, method: str, context: Any) -> Hashable | None:
+        return self.key(method, context) if self.key is not None else None
+
+    def deadline(self, context: Any) -> float | None:
+        """Seconds the client gave this call, to publish for nested outgoing calls."""
+        if not self.propagate_deadline:
+            return None
+        left = context.time_remaining()
+        if left is None or left >= _NO_DEADLINE:
+            return None
+        return float(left)
+
+    def is_failure(self, context: Any) -> bool:
+        """Whether a handler that raised ended the call with a failure code.
+
+        A handler that aborted with an answer (``NOT_FOUND``...) did not fail;
+        one that raised without setting a code ends with ``UNKNOWN``, a failure.
+        """
+        code_of = getattr(context, "code", None)
+        code = code_of() if callable(code_of) else None
+        return code is None or code in self.failure_codes
+
+    def failed_status(self, context: Any) -> bool:
+        """Whether a handler that returned normally set a failure code."""
+        code_of = getattr(context, "code", None)
+        code = code_of() if callable(code_of) else None
+        return code is not None and code in self.failure_codes
+
+
+class HandlerFailed(Exception):  # noqa: N818 - raised inside the policies only
+    """A handler returned after setting a failure status code (``context.set_code``)."""
+
+    def __init__(self, result: Any) -> None:
+        super().__init__("the handler set a failure status code")
+        self.result = result
+
+
+class Answered:
+    """A handler's exception that is an answer (``abort(NOT_FOUND)``), re-raised later."""
+
+    __slots__ = ("exception",)
+
+    def __init__(self, exception: BaseException) -> None:
+        self.exception = exception
