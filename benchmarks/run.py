@@ -47,16 +47,26 @@ def write_section(name: str, body: str) -> None:
     start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
     block = f"{start}\n{body}\n{end}"
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    text = (
+        pattern.sub(lambda _: block, text)
+        if pattern.search(text)
+        else text.rstrip() + "\n\n" + block + "\n"
+    )
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text(text)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("sections", nargs="*", help=f"sections to run (default: all of {', '.join(modules())})")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "sections", nargs="*", help=f"sections to run (default: all of {', '.join(modules())})"
+    )
     parser.add_argument("--quick", action="store_true", help="small batches, for a smoke run")
-    parser.add_argument("--no-write", action="store_true", help="print, do not update docs/performance.md")
+    parser.add_argument(
+        "--no-write", action="store_true", help="print, do not update docs/performance.md"
+    )
     args = parser.parse_args(argv)
     available = modules()
     chosen = args.sections or list(available)
@@ -71,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         body = "\n".join(t.markdown() for t in tables)
         print(body, flush=True)
         if not args.no_write:
-            write_section(name, f"_Run {stamp}, {machine}{', quick' if args.quick else ''}._\n\n{body}")
+            write_section(
+                name, f"_Run {stamp}, {machine}{', quick' if args.quick else ''}._\n\n{body}"
+            )
     return 0
 
 
