@@ -1,0 +1,489 @@
+"""``ResilienceMiddleware``: the ASGI driver. Decisions live in the helpers
+(``_keys``, ``_plan``, ``_responses``); this module only moves messages."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+from contextvars import ContextVar
+from typing import Any, Final, Literal
+
+from resilient._errors import (
+    BackendError,
+    ConfigError,
+    RateLimitedError,
+    RejectedError,
+    TimeoutExceededError,
+)
+from resilient._pipeline import Policy
+from resilient.observability._emit import Emitter
+from resilient.observability._events import CallFailed, CallRejected, Event, TimeoutExceeded
+
+from ._keys import KeySpec, TrustedProxies, key_function
+from ._plan import Plan, Route, RouteTable, as_route
+from ._responses import (
+    QUOTA_EXCEEDED,
+    legacy_headers,
+    problem,
+    retry_after_value,
+)
+from ._types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["FailedResponseError", "ResilienceMiddleware"]
+
+Headers = list[tuple[bytes, bytes]]
+
+_START: Final = "http.response.start"
+_REFUSED: Final[Headers] = []  # sentinel: the limiters answered already
+_RATELIMIT_POLICY: Final = b"ratelimit-policy"
+_RATELIMIT: Final = b"ratelimit"
+_RETRY_AFTER: Final = b"retry-after"
+
+
+class FailedResponseError(Exception):
+    """The app answered with a failure status (5xx by default).
+
+    The middleware raises it *inside* its policies once the app has returned, so
+    a circuit breaker counts the response as a failure (and a breaker with
+    ``open_on_retry_after`` reads the app's ``Retry-After``). It never leaves the
+    middleware: the client already has the app's response. If you narrow a
+    breaker's ``record=``, include this class.
+
+    Attributes:
+        status: the response status.
+        retry_after: the response's ``Retry-After`` in seconds, or ``None``.
+    """
+
+    def __init__(self, status: int, retry_after: float | None = None) -> None:
+        super().__init__(f"the app answered HTTP {status}")
+        self.status = status
+        self.retry_after = retry_after
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.status, self.retry_after))
+
+
+def _retry_after_header(headers: Iterable[tuple[bytes, bytes]]) -> float | None:
+    for name, value in headers:
+        if name.lower() == _RETRY_AFTER:
+            text = value.strip()
+            return float(text) if text.isdigit() else None
+    return None
+
+
+class _Exchange:
+    """One request through the policies: what the app has sent so far.
+
+    Lives for one request only (never on the middleware), and is the only thing
+    the annotating listener reads, through a context variable.
+    """
+
+    __slots__ = (
+        "app_error",
+        "extra",
+        "failed",
+        "failure",
+        "method",
+        "retry_after",
+        "route",
+        "send_",
+        "started",
+        "status",
+    )
+
+    def __init__(
+        self,
+        send: Send,
+        extra: Headers | None,
+        failure: Callable[[int], bool],
+        method: str,
+        route: str | None,
+    ) -> None:
+        self.send_ = send
+        self.extra = extra
+        self.failure = failure
+        self.method = method
+        self.route = route
+        self.started = False
+        self.status = 0
+        self.app_error: BaseException | None = None
+        self.failed: FailedResponseError | None = None
+        self.retry_after: float | None = None
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == _START:
+            self.started = True
+            status = self.status = message["status"]
+            extra = self.extra
+            if extra:
+                message = {**message, "headers": [*message.get("headers", ()), *extra]}
+            if self.failure(status):
+                self.retry_after = _retry_after_header(message.get("headers", ()))
+        await self.send_(message)
+
+    async def run(self, app: ASGIApp, scope: Scope, receive: Receive) -> None:
+        """The call the policies wrap: the app, then the verdict on its response."""
+        try:
+            await app(scope, receive, self.send)
+        except BaseException as exc:
+            self.app_error = exc
+            raise
+        status = self.status
+        if not status or self.failure(status):  # no response at all: the server sends 500
+            failed = self.failed = FailedResponseError(status or 500, self.retry_after)
+            raise failed
+
+
+_CURRENT: ContextVar[_Exchange | None] = ContextVar("resilient_asgi_exchange", default=None)
+
+
+class _Annotate:
+    """A listener placed first on the middleware's policies: during a request it
+    adds ``method``, ``route`` (the matching route's pattern) and ``status`` to
+    their events. Never the path, the query or a key."""
+
+    call_events = False
+
+    def __call__(self, event: Event) -> None:
+        exchange = _CURRENT.get()
+        if exchange is None:
+            return
+        attributes = event.attributes
+        attributes.setdefault("method", exchange.method)
+        if exchange.route is not None:
+            attributes.setdefault("route", exchange.route)
+        status: int | None = exchange.status or None
+        if isinstance(event, CallRejected):
+            status = 429 if event.reason == "rate_limited" else 503
+        elif isinstance(event, CallFailed) and isinstance(event.exception, FailedResponseError):
+            status = event.exception.status
+        elif isinstance(event, TimeoutExceeded) and not exchange.started:
+            status = 504
+        if status is not None:
+            attributes.setdefault("status", status)
+
+
+_ANNOTATE: Final = _Annotate()
+
+
+def _annotate(plan: Plan) -> None:
+    for policy in plan.policies:
+        emitter = getattr(policy, "_emitter", None)
+        if isinstance(emitter, Emitter) and _ANNOTATE not in emitter.local:
+            emitter.local = (_ANNOTATE, *emitter.local)
+
+
+def _failure_predicate(value: object) -> Callable[[int], bool]:
+    if callable(value):
+        return value
+    if isinstance(value, Container) and not isinstance(value, str | bytes):
+        return value.__contains__
+    raise ConfigError(
+        "failure_statuses", value, "a collection of status codes or a predicate(status) -> bool"
+    )
+
+
+class ResilienceMiddleware:
+    """Protect an ASGI app (FastAPI, Starlette, Litestar, any ASGI 3 app) with
+    inbound policies: rate limits per client, a bulkhead, a circuit breaker on the
+    app's failures, and a timeout.
+
+    ::
+
+        app.add_middleware(
+            ResilienceMiddleware,
+            rs.TokenBucket("20/s", burst=40),            # per client address
+            rs.Bulkhead(max_concurrent=100, max_queued=50, max_wait="100ms"),
+            rs.CircuitBreaker(failure_rate=0.5, open_for="10s"),
+            rs.Timeout("5s"),
+            trusted_proxies=["10.0.0.0/8"],
+        )
+
+    **Order.** Rate limiters are asked first, before anything else runs; the
+    other policies then wrap the app in the order given, outermost first. Rate
+    limiters are asked one after the other and the first refusal answers (those
+    before it have counted the request): give one limiter several rates
+    (``"10/s;500/min"``) to have them decide together.
+
+    **Answers.** A refused rate limit answers 429, a full bulkhead or an open
+    breaker 503 (both with ``Retry-After`` in whole seconds, rounded up, when the
+    policy knows), a timeout before the response started 504, all with an
+    RFC 9457 ``application/problem+json`` body. The app is not called and the
+    request body is not read. Responses of rate-limited requests, admitted or
+    refused, carry the IETF ``RateLimit-Policy`` and ``RateLimit`` fields (and
+    ``X-RateLimit-*`` with ``legacy_headers=True``). Once the app has started its
+    response, nothing is altered: a failure after that propagates as it would
+    without the middleware.
+
+    **Keys.** A rate limiter built without a ``key`` counts per client address
+    (``key="client"``); the address is the connection's peer, or the forwarded
+    client when the peer is one of ``trusted_proxies``. Other keys: ``"global"``
+    (one limit for everyone), ``"user"`` (``scope["user"]``, from an
+    authentication middleware outside this one), ``"header:X-API-Key"`` (the
+    header's value, hashed), ``"path"``, ``"module:function"`` or a callable
+    ``(scope) -> str | None``. A key that finds nothing (no header, anonymous)
+    falls back to the client address. A limiter built with its own fixed key is
+    one limit for every client; its key callable receives the scope.
+
+    **Failures.** A breaker counts an exception from the app, and a response whose
+    status is in ``failure_statuses`` (5xx by default), which reaches it as
+    :class:`FailedResponseError`.
+
+    **Other scopes.** Lifespan passes through; websocket connections pass through
+    unless ``websocket=True``, which applies the rate limiters (only) to the
+    handshake and refuses with 429 where the server supports denial responses,
+    or closes with code 1008 otherwise.
+
+    Args:
+        app: the ASGI app to protect.
+        *policies: the default policies (for requests no route matches):
+            policies, registry names or pipelines. A ``Retry`` or ``Fallback`` is
+            refused: the middleware never retries a request.
+        registry: a :class:`~resilient.config.Registry` (or any mapping of names to
+            policies) for names in ``policies`` and routes; looked up on each
+            request, so a reload takes effect. Its ASGI routes are used when
+            ``routes`` is not given.
+        routes: :class:`Route` objects (or mappings with the same fields); the
+            first match wins.
+        key: what rate limiters without their own key count per (see above).
+        trusted_proxies: addresses or networks of the proxies in front of the app
+            whose forwarding header is believed (``"*"``: any peer).
+        proxy_header: the forwarding header they set: ``"x-forwarded-for"`` or
+            ``"forwarded"``. The other one is ignored.
+        ipv6_prefix: IPv6 clients are counted per this prefix (default /64).
+        failure_statuses: statuses a breaker counts as failures: a collection or a
+            predicate (default 500-599).
+        rate_limit_headers: send the IETF fields (default ``True``).
+        legacy_headers: also send ``X-RateLimit-Limit/-Remaining/-Reset``.
+        websocket: apply the rate limiters to websocket handshakes.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *policies: Policy | str,
+        registry: Mapping[str, Any] | None = None,
+        routes: Iterable[Route | Mapping[str, Any]] | None = None,
+        key: KeySpec = "client",
+        trusted_proxies: Iterable[str] = (),
+        proxy_header: Literal["x-forwarded-for", "forwarded"] = "x-forwarded-for",
+        ipv6_prefix: int = 64,
+        failure_statuses: Container[int] | Callable[[int], bool] = range(500, 600),
+        rate_limit_headers: bool = True,
+        legacy_headers: bool = False,
+        websocket: bool = False,
+    ) -> None:
+        if not callable(app):
+            raise ConfigError("app", app, "an ASGI application")
+        self.app = app
+        self.proxies = TrustedProxies(trusted_proxies, header=proxy_header, ipv6_prefix=ipv6_prefix)
+        self._failure = _failure_predicate(failure_statuses)
+        self._headers = bool(rate_limit_headers)
+        self._legacy = bool(legacy_headers)
+        self._collect = self._headers or self._legacy
+        self._websocket = bool(websocket)
+        if routes is None and registry is not None:
+            routes = _registry_routes(registry)
+        route_list = [as_route(item) for item in (routes or ())]
+        self._table = RouteTable(
+            tuple(policies), route_list, registry, key_function(key, path="key"), _annotate
+        )
+        self._routed = self._table.routed
+        self._named = registry is not None
+        self._default = self._table.default()
+
+    # -- routing -------------------------------------------------------------------------
+
+    def _plan(self, scope: Scope, method: str) -> Plan | None:
+        table = self._table
+        return table.match(method, scope["path"]) if self._routed else table.default()
+
+    def _key(self, plan: Plan, scope: Scope) -> str:
+        fn = plan.key
+        if fn is not None:
+            found = fn(scope)
+            if found is not None:
+                return found
+        client = self.proxies.client(scope)
+        return "ip:" + (client or "unknown")
+
+    # -- the ASGI entry point --------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind != "http":
+            if kind == "websocket" and self._websocket:
+                await self._websocket_call(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
+            return
+        method = scope["method"]
+        plan = self._default if not (self._routed or self._named) else self._plan(scope, method)
+        if plan is None:
+            await self.app(scope, receive, send)
+            return
+        guard = plan.guard
+        exchange = _Exchange(send, None, self._failure, method, plan.route)
+        token = _CURRENT.set(exchange)
+        try:
+            if plan.limiters:
+                extra = await self._limit(plan, scope, send, http=True)
+                if extra is _REFUSED:
+                    return
+                exchange.extra = extra
+            if guard is None:
+                await self.app(scope, receive, exchange.send if exchange.extra else send)
+                return
+            try:
+                await guard.acall(exchange.run, self.app, scope, receive)
+            except FailedResponseError as exc:
+                if exc is not exchange.failed:
+                    raise
+            except RejectedError as exc:
+                if exc is exchange.app_error or exchange.started:
+                    raise
+                await self._refuse(send, exc, exchange.extra)
+            except TimeoutExceededError as exc:
+                if exc is exchange.app_error or exchange.started:
+                    raise
+                await self._timed_out(send, exc, exchange.extra)
+        finally:
+            _CURRENT.reset(token)
+
+    # -- rate limits -----------------------------------------------------------------------
+
+    async def _limit(self, plan: Plan, scope: Scope, send: Send, *, http: bool) -> Headers | None:
+        """Ask every limiter; on a refusal answer 429 and return ``_REFUSED``, else
+        return the header fields to add to the response (``None``: none)."""
+        key: str | None = self._key(plan, scope) if plan.needs_key else None
+        states: list[str] = []
+        policies: list[bytes] = []
+        tightest: Any = None
+        for slot in plan.limiters:
+            if slot.key_fn is not None:
+                slot_key: Any = slot.key_fn(scope)
+            else:
+                slot_key = None if slot.fixed else key
+            cost = slot.cost if slot.cost_fn is None else slot.cost_fn(scope)
+            try:
+                decision = await slot.limiter.atry_acquire(slot_key, cost)
+            except BackendError:
+                await self._answer(
+                    send,
+                    503,
+                    "The rate limit could not be checked.",
+                    None,
+                    self._fields(states, policies, tightest, None),
+                    http=http,
+                )
+                return _REFUSED
+            if not decision.allowed:
+                retry = retry_after_value(decision.retry_after)
+                if self._collect:
+                    states.append(slot.headers.state(decision, retry))
+                    policies.append(slot.headers.policy)
+                await self._answer(
+                    send,
+                    429,
+                    f"Too many requests; retry in {retry} s.",
+                    retry,
+                    self._fields(states, policies, decision, retry),
+                    http=http,
+                    type_=QUOTA_EXCEEDED,
+                    extra={"violated-policies": [slot.headers.violated(decision)]},
+                )
+                return _REFUSED
+            if self._collect:
+                states.append(slot.headers.state(decision, None))
+                policies.append(slot.headers.policy)
+                if tightest is None or decision.remaining < tightest.remaining:
+                    tightest = decision
+        return self._fields(states, policies, tightest, None) or None
+
+    def _fields(
+        self, states: list[str], policies: list[bytes], decision: Any, retry: int | None
+    ) -> Headers:
+        if not states:
+            return []
+        fields: Headers = []
+        if self._headers:
+            fields.append((_RATELIMIT_POLICY, b", ".join(policies)))
+            fields.append((_RATELIMIT, ", ".join(states).encode()))
+        if self._legacy and decision is not None:
+            fields.extend(legacy_headers(decision, retry))
+        return fields
+
+    # -- answers ---------------------------------------------------------------------------
+
+    async def _refuse(self, send: Send, exc: RejectedError, extra: Headers | None) -> None:
+        retry = retry_after_value(exc.retry_after)
+        if isinstance(exc, RateLimitedError):
+            status, detail = 429, "Too many requests."
+        elif exc.reason in ("bulkhead_full", "bulkhead_timeout"):
+            status, detail = 503, "The service is at capacity."
+        else:
+            status, detail = 503, "The service is temporarily unavailable."
+        if retry is not None:
+            detail = f"{detail[:-1]}; retry in {retry} s."
+        await self._answer(send, status, detail, retry, extra or [], http=True)
+
+    async def _timed_out(
+        self, send: Send, exc: TimeoutExceededError, extra: Headers | None
+    ) -> None:
+        detail = f"The request took longer than {exc.budget:g} s."
+        await self._answer(send, 504, detail, None, extra or [], http=True)
+
+    async def _answer(
+        self,
+        send: Send,
+        status: int,
+        detail: str,
+        retry: int | None,
+        fields: Headers,
+        *,
+        http: bool,
+        type_: str = "about:blank",
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        headers, body = problem(status, detail, type_=type_, extra=extra)
+        if retry is not None:
+            headers.append((_RETRY_AFTER, str(retry).encode()))
+        headers.extend(fields)
+        prefix = "http" if http else "websocket.http"
+        await send({"type": f"{prefix}.response.start", "status": status, "headers": headers})
+        await send({"type": f"{prefix}.response.body", "body": body})
+
+    # -- websockets ------------------------------------------------------------------------
+
+    async def _websocket_call(self, scope: Scope, receive: Receive, send: Send) -> None:
+        plan = self._plan(scope, "GET")
+        if plan is None or not plan.limiters:
+            await self.app(scope, receive, send)
+            return
+        denial = "websocket.http.response" in (scope.get("extensions") or {})
+        exchange = _Exchange(send, None, self._failure, "GET", plan.route)
+        token = _CURRENT.set(exchange)
+        try:
+            extra = await self._limit(plan, scope, send if denial else _discard, http=False)
+        finally:
+            _CURRENT.reset(token)
+        if extra is not _REFUSED:
+            await self.app(scope, receive, send)
+            return
+        if not denial:
+            await receive()  # the websocket.connect message
+            await send({"type": "websocket.close", "code": 1008, "reason": "rate limited"})
+
+    def __repr__(self) -> str:
+        return f"ResilienceMiddleware(app={self.app!r})"
+
+
+async def _discard(message: Message) -> None:
+    return None
+
+
+def _registry_routes(registry: object) -> Sequence[Any] | None:
+    routes = getattr(registry, "routes", None)
+    asgi = getattr(routes, "asgi", None)
+    if asgi is None:
+        return None
+    return tuple(asgi)
