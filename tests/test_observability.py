@@ -353,7 +353,7 @@ def test_logging_listener_skips_formatting_when_the_level_is_disabled(
 ):
     """With the level disabled the listener neither formats nor builds extra."""
     logger = logging.getLogger("resilient.test.disabled")
-    monkeypatch.setattr(logger, "level", logging.ERROR)
+    caplog.set_level(logging.ERROR, logger="resilient.test.disabled")
     formatted: list[Event] = []
 
     def spy(event: Event) -> Any:
@@ -569,6 +569,28 @@ def test_listeners_must_be_a_list_of_callables(bad):
         set_listeners(bad)
     with pytest.raises(rs.ConfigError, match="listeners"):
         rs.Retry(listeners=bad)
+
+
+def test_wants_tells_whether_an_event_would_reach_anyone(caplog):
+    """wants(): per-call events need a listener that asks for them; rare events need any
+    listener or the built-in logging enabled at their level."""
+    caplog.set_level(logging.WARNING, logger="resilient")
+    emitter = Emitter()
+    assert not emitter.wants(CallSucceeded)
+    assert not emitter.wants(CallRejected)
+    assert emitter.wants(CircuitStateChanged)  # WARNING
+    caplog.set_level(logging.INFO, logger="resilient")
+    assert emitter.wants(CallRejected)
+    caplog.set_level(logging.ERROR, logger="resilient")
+    set_listeners([RareOnly()])
+    assert (emitter.observed, emitter.listening) == (True, False)
+    assert emitter.wants(CallRejected)
+    assert not emitter.wants(CallFailed)
+    set_listeners([RecordingListener()])
+    assert emitter.wants(CallFailed)
+    set_listeners(None)
+    assert not Emitter().wants(TimeoutExceeded)
+    assert Emitter([RareOnly()]).wants(TimeoutExceeded)
 
 
 def test_emitters_are_not_kept_alive_by_the_registry():

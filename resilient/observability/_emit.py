@@ -17,7 +17,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 
-from ._events import Event
+from ._events import CallFailed, CallSucceeded, Event
 from ._logging import LoggingListener
 
 __all__ = [
@@ -108,6 +108,7 @@ def set_listeners(listeners: Iterable[Listener] | None) -> None:
         _GLOBAL.logs = logs
         for emitter in list(_GLOBAL.emitters):
             emitter.listening = emitter.local_calls or calls
+            emitter.observed = bool(emitter.local or items)
 
 
 def get_listeners() -> tuple[Listener, ...]:
@@ -122,9 +123,10 @@ class Emitter:
         local: the policy's own listeners.
         listening: whether any listener (own or global) wants per-call events;
             policies build ``CallSucceeded``/``CallFailed`` only when it is true.
+        observed: whether the policy has any listener at all (own or global).
     """
 
-    __slots__ = ("__weakref__", "listening", "local", "local_calls", "local_logs")
+    __slots__ = ("__weakref__", "listening", "local", "local_calls", "local_logs", "observed")
 
     def __init__(self, listeners: Sequence[Listener] | None = None) -> None:
         self.local: tuple[Listener, ...] = _checked(listeners or (), "listeners")
@@ -132,7 +134,21 @@ class Emitter:
         self.local_logs = any(logs_events(item) for item in self.local)
         with _GLOBAL.lock:
             self.listening: bool = self.local_calls or _GLOBAL.calls
+            self.observed: bool = bool(self.local or _GLOBAL.listeners)
             _GLOBAL.emitters.add(self)
+
+    def wants(self, kind: type[Event]) -> bool:
+        """Whether an event of type *kind* would reach anyone: for per-call events,
+        :attr:`listening`; for rare ones, any listener, or the built-in logging when
+        the ``"resilient"`` logger is enabled for that event's level. A policy on a
+        hot path (a rate limiter refusing a flood) can skip building events nobody
+        would see."""
+        if issubclass(kind, CallSucceeded | CallFailed):
+            return self.listening
+        if self.observed:
+            return True
+        level = _BUILTIN.levels.get(kind, logging.INFO)
+        return logger.isEnabledFor(level)
 
     def emit(self, event: Event) -> None:
         """Log *event* (built-in logging) and hand it to every listener; a raising
