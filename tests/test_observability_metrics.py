@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -480,3 +483,35 @@ def test_async_metrics_through_acall(clock):
     assert samples["resilient_calls_total"] == {
         labels(policy="a", kind="retry", outcome="success"): 1.0
     }
+
+
+# -- the documented metrics and the example dashboard ------------------------------------------
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def test_docs_and_dashboard_name_only_real_metrics(clock):
+    """The docs' metric table lists exactly the families a registry exposes, and every
+    series the Grafana dashboard queries exists."""
+    registry = CollectorRegistry()
+    set_listeners([PrometheusListener(registry)])
+    drive_traffic(lambda policy, fn: policy.call(fn), clock)
+    exposed = set(scrape(registry))
+    documented = set(
+        re.findall(r"^\| `(resilient_[a-z_]+)`", (DOCS / "observability.md").read_text(), re.M)
+    )
+    expected = {
+        name.removesuffix("_total") if name.endswith("_total") else name
+        for name in families(registry)
+    }
+    assert {name.removesuffix("_total") for name in documented} == expected
+    dashboard = json.loads((DOCS / "grafana-dashboard.json").read_text())
+    queried = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+        for name in re.findall(r"resilient_[a-z_]+", target["expr"])
+    }
+    assert queried, "the dashboard queries nothing"
+    assert queried <= exposed, queried - exposed
+    assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
