@@ -21,7 +21,7 @@ from ._errors import ConfigError
 from ._retry import TESTING
 from .observability._events import Event
 
-__all__ = ["FakeClock", "RecordingListener", "TestingMode", "set_testing"]
+__all__ = ["FakeClock", "RecordingListener", "set_testing", "TestingMode"]
 
 E = TypeVar("E", bound=Event)
 

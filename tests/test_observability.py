@@ -785,3 +785,14 @@ def test_unknown_observability_attribute():
     with pytest.raises(AttributeError, match="Nope"):
         obs.Nope  # noqa: B018
     assert "PrometheusListener" in dir(obs)
+
+
+@pytest.mark.parametrize("module", ["resilient.observability", "resilient.testing"])
+def test_all_is_sorted_and_resolvable(module):
+    """__all__ is sorted and every name in it resolves (lazy ones included)."""
+    import importlib
+
+    mod = importlib.import_module(module)
+    assert mod.__all__ == sorted(mod.__all__, key=str.casefold)
+    for name in mod.__all__:
+        assert getattr(mod, name) is not None

@@ -47,15 +47,15 @@ __all__ = [
     "CallSucceeded",
     "CircuitStateChanged",
     "Event",
+    "get_listeners",
     "Listener",
     "LoggingListener",
     "OpenTelemetryListener",
     "PrometheusListener",
     "RetryScheduled",
+    "set_listeners",
     "StructlogListener",
     "TimeoutExceeded",
-    "get_listeners",
-    "set_listeners",
 ]
 
 _LAZY = {
