@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, overload
 
 import grpc
 import grpc.aio
@@ -91,18 +91,60 @@ async def _watched(rpc: Any, verdict: asyncio.Future[Any]) -> AsyncIterator[Any]
         yield message
 
 
-class AsyncClientInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[misc]
-    grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[misc]
-    grpc.aio.StreamUnaryClientInterceptor,  # type: ignore[misc]
-    grpc.aio.StreamStreamClientInterceptor,  # type: ignore[misc]
-):
+class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    __slots__ = ("_owner",)
+
+    def __init__(self, owner: AsyncClientInterceptor) -> None:
+        self._owner = owner
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await self._owner.intercept_unary_unary(continuation, details, request)
+
+
+class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    __slots__ = ("_owner",)
+
+    def __init__(self, owner: AsyncClientInterceptor) -> None:
+        self._owner = owner
+
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await self._owner.intercept_unary_stream(continuation, details, request)
+
+
+class _StreamUnary(grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
+    __slots__ = ("_owner",)
+
+    def __init__(self, owner: AsyncClientInterceptor) -> None:
+        self._owner = owner
+
+    async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await self._owner.intercept_stream_unary(continuation, details, requests)
+
+
+class _StreamStream(grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
+    __slots__ = ("_owner",)
+
+    def __init__(self, owner: AsyncClientInterceptor) -> None:
+        self._owner = owner
+
+    async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await self._owner.intercept_stream_stream(continuation, details, requests)
+
+
+class AsyncClientInterceptor(Sequence[Any]):
     """Run the calls of a ``grpc.aio`` channel under resilience policies.
 
     ::
 
         interceptor = AsyncClientInterceptor(rs.Retry(4), rs.CircuitBreaker(name="inventory"))
-        channel = grpc.aio.insecure_channel(target, interceptors=[interceptor])
+        channel = grpc.aio.insecure_channel(target, interceptors=interceptor)
+        # with other interceptors: interceptors=[*interceptor, other]
+
+    A ``grpc.aio`` channel files each interceptor under one kind of call only
+    (grpc/grpc#31442), so this object is a sequence of four interceptors, one
+    per arity, sharing one set of policies: pass it as ``interceptors`` or
+    unpack it. (Putting it whole inside a list makes grpc raise ``ValueError``
+    rather than leave streaming calls unguarded.)
 
     The same semantics as :class:`ClientInterceptor`, with the policies'
     ``acall``: every attempt is one real RPC; failure codes are raised inside
@@ -138,6 +180,26 @@ class AsyncClientInterceptor(
             failure_codes,
             clock or SYSTEM_CLOCK,
         )
+        self._arities: tuple[Any, ...] = (
+            _UnaryUnary(self),
+            _UnaryStream(self),
+            _StreamUnary(self),
+            _StreamStream(self),
+        )
+
+    # -- a sequence of one interceptor per arity
+
+    def __len__(self) -> int:
+        return len(self._arities)
+
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Any]: ...
+
+    def __getitem__(self, index: int | slice) -> Any:
+        return self._arities[index]
 
     def _verdict(self, error: Any, call: CallState) -> BaseException | None:
         return self._core.judge(error, error.code(), call)
