@@ -77,6 +77,16 @@ def test_ratelimit_field(value, expected):
     assert hint({"RateLimit": value}) == expected
 
 
+def test_an_exhausted_policy_without_a_reset_waits_for_its_window():
+    headers = {
+        "RateLimit": '"burst";r=0, "daily";r=9;t=100',
+        "RateLimit-Policy": '"burst";q=10;w=60, "daily";q=1000;w=86400',
+    }
+    assert hint(headers) == 60.0
+    assert hint({"RateLimit": '"burst";r=0'}) is None
+    assert hint({"RateLimit": '"burst";r=0', "RateLimit-Policy": "bad;;"}) is None
+
+
 def test_a_malformed_ratelimit_field_falls_back_to_the_legacy_fields():
     headers = {"RateLimit": "r=0;;t=3", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "8"}
     assert hint(headers) == 8.0
@@ -92,6 +102,7 @@ def test_a_malformed_ratelimit_field_falls_back_to_the_legacy_fields():
         ({"X-RateLimit-Reset": "20"}, False, None),
         ({"X-RateLimit-Reset": "20"}, True, 20.0),  # a 429 is exhausted by definition
         ({"RateLimit-Remaining": "0", "RateLimit-Reset": "11"}, False, 11.0),
+        ({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(NOW + 6) * 1000)}, False, 6.0),
         ({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "later"}, False, None),
         ({"X-RateLimit-Remaining": "none", "X-RateLimit-Reset": "5"}, False, None),
         ({"X-RateLimit-Remaining": "none", "X-RateLimit-Reset": "5"}, True, 5.0),  # ignored

@@ -537,11 +537,11 @@ def test_pipelines_are_flattened_and_keep_their_order(flavour):
     assert len(spy.args) == 2  # inside the retry: once per attempt
 
 
-def test_without_policies_the_transport_retries_with_the_defaults():
-    transport = ResilientTransport(transport=Script().mock)
-    (policy,) = transport._core._default.items
-    assert isinstance(policy, rs.Retry)
-    assert policy.config.attempts == 3
+def test_without_policies_nothing_is_retried_but_failures_still_come_back(flavour):
+    script = Script(503)
+    transport = flavour.transport(transport=script.mock)
+    assert flavour.send(transport, "GET", URL).status_code == 503
+    assert script.calls == 1
 
 
 # -- the adapted retry ---------------------------------------------------------------------------
@@ -677,9 +677,7 @@ def test_nothing_is_sent_once_the_deadline_has_passed(flavour):
 def test_pacing_holds_a_host_after_a_hint(flavour):
     script = Script((429, {"Retry-After": "5"}))
     clock = FakeClock()
-    transport = flavour.transport(
-        transport=script.mock, pace=True, clock=clock, routes=[Route(None)]
-    )
+    transport = flavour.transport(transport=script.mock, pace=True, clock=clock)
     assert flavour.send(transport, "GET", URL).status_code == 429
     assert flavour.send(transport, "GET", URL).status_code == 200
     assert clock.sleeps == [5.0]
@@ -692,7 +690,6 @@ def test_pacing_also_follows_an_exhausted_quota_and_rejects_long_waits(flavour):
     listener = RecordingListener()
     transport = flavour.transport(
         transport=script.mock,
-        routes=[Route(None)],
         pace=True,
         clock=FakeClock(),
         max_pace_wait=10,
@@ -711,7 +708,7 @@ def test_pacing_also_follows_an_exhausted_quota_and_rejects_long_waits(flavour):
 def test_without_pacing_nothing_is_held(flavour):
     script = Script((429, {"Retry-After": "5"}))
     clock = FakeClock()
-    transport = flavour.transport(transport=script.mock, routes=[Route(None)], clock=clock)
+    transport = flavour.transport(transport=script.mock, clock=clock)
     flavour.send(transport, "GET", URL)
     flavour.send(transport, "GET", URL)
     assert clock.sleeps == []

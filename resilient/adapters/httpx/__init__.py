@@ -56,7 +56,8 @@ A response about to be retried is read (when its Content-Length is at most
 connection is left checked out of the pool.
 
 **Server hints.** ``Retry-After`` (delay-seconds or HTTP-date), else the IETF
-``RateLimit`` field (the reset of an exhausted policy), else
+``RateLimit`` field (the reset of an exhausted policy, or its window from
+``RateLimit-Policy``), else
 ``X-RateLimit-Reset``/``RateLimit-Reset`` when nothing remains (see
 :func:`server_hint`). Malformed values are ignored; ``Retry-After`` wins. The
 hint replaces the backoff delay, capped by the retry's ``max_retry_after``; a

@@ -433,10 +433,7 @@ class TransportCore:
         self._retry_step = retry_step
         self._asynchronous = asynchronous
         self._holds = _Holds(self.clock) if config.pace else None
-        default = _target_items(policies, "policies")
-        if not default and not routes:
-            default = (Retry(),)
-        self._default = _TargetSlot(default)
+        self._default = _TargetSlot(_target_items(policies, "policies"))
         self._routes = [
             (route, _TargetSlot(_target_items(route.policy, "Route.policy"))) for route in routes
         ]

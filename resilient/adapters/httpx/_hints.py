@@ -8,10 +8,13 @@ precedence:
    (``Wed, 21 Oct 2015 07:28:00 GMT``; a date in the past means "now").
 2. The IETF ``RateLimit`` field (draft-ietf-httpapi-ratelimit-headers, a
    structured-field list such as ``"default";r=0;t=30``): the largest ``t`` of
-   the quota policies whose remaining ``r`` is 0.
+   the quota policies whose remaining ``r`` is 0. An exhausted policy without a
+   ``t`` waits for its window ``w`` from the ``RateLimit-Policy`` field
+   (``"default";q=100;w=60``), the longest it can take to refill.
 3. The older ``X-RateLimit-Remaining``/``X-RateLimit-Reset`` and
    ``RateLimit-Remaining``/``RateLimit-Reset`` pairs: the reset when nothing
-   remains. A reset larger than 10^9 is a Unix timestamp, anything else a delay.
+   remains. A reset larger than 10^9 is a Unix timestamp (larger than 10^12,
+   in milliseconds), anything else a delay in seconds.
 
 A throttled response (HTTP 429) is exhausted by definition, so for it a reset
 is read even when the remaining count is absent. Malformed values are ignored
@@ -31,6 +34,7 @@ from typing import Protocol
 __all__ = ["parse_ratelimit", "parse_retry_after", "server_hint"]
 
 _EPOCH_THRESHOLD = 1_000_000_000.0  # a "reset" above this is a Unix time (2001-09-09)
+_EPOCH_MS_THRESHOLD = 1_000_000_000_000.0  # ... and above this, in milliseconds
 _SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 _TOKEN = re.compile(r"[A-Za-z*][A-Za-z0-9!#$%&'*+\-.^_`|~:/]*")
 _KEY = re.compile(r"[a-z*][a-z0-9_\-.*]*")
@@ -139,9 +143,26 @@ def parse_ratelimit(value: str) -> list[tuple[ParamValue, dict[str, ParamValue]]
     return items
 
 
-def _exhausted_reset(values: list[str]) -> float | None:
-    """The wait the IETF ``RateLimit`` field implies: the largest ``t`` among
-    the policies with nothing remaining (``r=0``)."""
+def _windows(values: list[str]) -> dict[ParamValue, int]:
+    """The windows (``w``) of the ``RateLimit-Policy`` field's policies, by name."""
+    if not values:
+        return {}
+    try:
+        items = parse_ratelimit(", ".join(values))
+    except ValueError:
+        return {}
+    out = {}
+    for name, params in items:
+        window = params.get("w")
+        if type(window) is int and window >= 0:
+            out[name] = window
+    return out
+
+
+def _exhausted_reset(headers: HeadersLike) -> float | None:
+    """The wait the IETF ``RateLimit`` field implies: the largest ``t`` among the
+    policies with nothing remaining (``r=0``), or their window without a ``t``."""
+    values = headers.get_list("ratelimit")
     if not values:
         return None
     try:
@@ -149,11 +170,16 @@ def _exhausted_reset(values: list[str]) -> float | None:
     except ValueError:
         return None
     waits = []
-    for _, params in items:
+    windows: dict[ParamValue, int] | None = None
+    for name, params in items:
         remaining, reset = params.get("r"), params.get("t")
-        if type(remaining) is not int or type(reset) is not int or reset < 0:
+        if type(remaining) is not int or remaining > 0:
             continue
-        if remaining <= 0:
+        if reset is None:
+            if windows is None:
+                windows = _windows(headers.get_list("ratelimit-policy"))
+            reset = windows.get(name)
+        if type(reset) is int and reset >= 0:
             waits.append(float(reset))
     return max(waits) if waits else None
 
@@ -177,6 +203,8 @@ def _legacy_reset(headers: HeadersLike, now: float, throttled: bool) -> float | 
             continue
         if remaining is not None and remaining > 0:
             continue
+        if reset > _EPOCH_MS_THRESHOLD:
+            reset /= 1000.0
         return max(0.0, reset - now) if reset > _EPOCH_THRESHOLD else reset
     return None
 
@@ -205,7 +233,7 @@ def server_hint(
             hint = parse_retry_after(values[0], now())
             if hint is not None and math.isfinite(hint):
                 return hint
-    hint = _exhausted_reset(headers.get_list("ratelimit"))
+    hint = _exhausted_reset(headers)
     if hint is not None:
         return hint
     return _legacy_reset(headers, now(), throttled)

@@ -180,7 +180,8 @@ def _buffer(request: httpx.Request, limit: int) -> None:
 def _drain(response: httpx.Response) -> None:
     """Read a small body and release the connection; the response keeps the bytes."""
     stream = response.stream
-    assert isinstance(stream, httpx.SyncByteStream)
+    if not isinstance(stream, httpx.SyncByteStream):
+        return
     try:
         body = b"".join(stream)
     finally:
@@ -205,8 +206,9 @@ class ResilientTransport(_ResilientBase[httpx.BaseTransport], httpx.BaseTranspor
 
     Args:
         *policies: the default policies, outermost first (a :class:`Pipeline`
-            counts as its policies), or names from *registry*. With neither
-            policies nor routes, ``Retry()``.
+            counts as its policies), or names from *registry*. None: requests
+            still get the HTTP handling (failure classification, deadline
+            clamping, pacing) but no retries.
         transport: the inner transport (default ``httpx.HTTPTransport()``).
         routes: :class:`Route` objects tried in order; the first match decides.
         registry: named policies (a ``Registry`` or any mapping), looked up per
@@ -326,7 +328,8 @@ async def _abuffer(request: httpx.Request, limit: int) -> None:
 
 async def _adrain(response: httpx.Response) -> None:
     stream = response.stream
-    assert isinstance(stream, httpx.AsyncByteStream)
+    if not isinstance(stream, httpx.AsyncByteStream):
+        return
     try:
         body = b"".join([chunk async for chunk in stream])
     finally:
