@@ -11,6 +11,8 @@ from typing import Any as _Any
 
 from ._backoff import Backoff
 from ._budget import RetryBudget, RetryBudgetStats
+from ._bulkhead import Bulkhead, BulkheadStats
+from ._circuit_breaker import CircuitBreaker, CircuitBreakerStats, CircuitState
 from ._clock import Clock, SystemClock, remaining
 from ._duration import Rate
 from ._errors import (
@@ -27,14 +29,21 @@ from ._fallback import Fallback
 from ._pipeline import Pipeline, Policy
 from ._retry import Retry
 from ._timeout import Timeout
+from ._windows import CountWindow, TimeWindow
 
 __all__ = [
     "BackendError",
     "Backoff",
+    "Bulkhead",
     "BulkheadFullError",
+    "BulkheadStats",
+    "CircuitBreaker",
+    "CircuitBreakerStats",
     "CircuitOpenError",
+    "CircuitState",
     "Clock",
     "ConfigError",
+    "CountWindow",
     "Fallback",
     "Pipeline",
     "Policy",
@@ -49,6 +58,7 @@ __all__ = [
     "SystemClock",
     "Timeout",
     "TimeoutExceededError",
+    "TimeWindow",
 ]
 
 
