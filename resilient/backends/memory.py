@@ -1,0 +1,423 @@
+"""The in-memory store: rate-limit state in this process, the default.
+
+Thread-safe (one short lock per set of limits, never held across anything but
+the arithmetic), driven by an injected :class:`~resilient.Clock`, bounded in
+memory (``max_keys`` per set of limits, least recently used first out) and
+expired lazily: an entry is forgotten once its state is empty again, checked
+on access and a few entries per insertion, with no background thread or timer.
+
+It does no I/O, so its async methods simply run the sync ones and it satisfies
+both :class:`~resilient.backends.RateLimitStore` and
+:class:`~resilient.backends.AsyncRateLimitStore`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from .._algorithms import (
+    ALGORITHMS,
+    Decision,
+    Limit,
+    _DecisionBuilder,
+    acquire,
+    decision,
+    release,
+    status,
+    wait_until,
+)
+from .._clock import SYSTEM_CLOCK, Clock
+from .._errors import ConfigError
+from .._keyed import BoundedMap, Entry
+
+__all__ = ["MemoryStore"]
+
+_FOREVER = float("inf")
+
+DEFAULT_MAX_KEYS = 100_000
+"""Keys remembered per set of limits by a store built without ``max_keys``."""
+
+
+def _horizon(limit: Limit) -> float:
+    """Seconds after its last admission (or booked start) by which a state is empty."""
+    if limit.algorithm == "token_bucket":
+        return limit.tolerance
+    if limit.algorithm == "sliding_log":
+        return limit.period
+    if limit.algorithm == "fixed_window":
+        return 2 * limit.period
+    return 3 * limit.period
+
+
+class _Table:
+    """The state of every key under one set of limits, behind one lock.
+
+    Keys live in a :class:`BoundedMap`. A limiter's fixed key (``key=None`` or a
+    constant) is *pinned* instead: its entry is never evicted or expired, and the
+    limiter holds it, so its calls skip the lookup (``admit_pinned``).
+    """
+
+    __slots__ = (
+        "_check",
+        "_commit",
+        "_data",
+        "_horizon",
+        "_limit",
+        "_lock",
+        "_now",
+        "_pinned",
+        "_release",
+        "_single",
+        "_status",
+        "admit_pinned",
+        "decide_pinned",
+        "keys",
+        "limits",
+        "max_cost",
+    )
+
+    def __init__(self, limits: tuple[Limit, ...], clock: Clock, max_keys: int) -> None:
+        self.limits = limits
+        self.max_cost = min(limit.capacity for limit in limits)
+        self.keys: BoundedMap[Any, Any] = BoundedMap(max_keys)
+        self._data = self.keys._data
+        self._pinned: dict[Any, Entry[Any]] = {}
+        self._lock = threading.Lock()
+        self._now: Callable[[], float] = clock.monotonic
+        self._horizon = max(_horizon(limit) for limit in limits)
+        # One limit (the common case) runs its algorithm's functions directly.
+        self._single = len(limits) == 1
+        self._limit = limits[0]
+        algorithm = ALGORITHMS[self._limit.algorithm]
+        self._check = algorithm.check
+        self._commit = algorithm.commit
+        self._status = algorithm.status
+        self._release = algorithm.release
+        # The calls of a limiter's fixed key (pinned): the cost is already checked.
+        self.admit_pinned: Callable[[Entry[Any], int, float], float] = self._admit_pinned
+        self.decide_pinned: Callable[[Entry[Any], int, float], Decision] = self._decide_pinned
+        if self._single:
+            self.admit_pinned, self.decide_pinned = _fast_paths(self)
+
+    def check_cost(self, cost: int) -> None:
+        if type(cost) is not int or not 1 <= cost <= self.max_cost:
+            raise ConfigError(
+                "cost", cost, f"an int between 1 and {self.max_cost} (the limiter's capacity)"
+            )
+
+    def pin(self, key: Any) -> Entry[Any]:
+        """The never-evicted entry of *key* (created on first use)."""
+        with self._lock:
+            entry = self._pinned.get(key)
+            if entry is None:
+                moved = self._data.pop(key, None)
+                entry = self._pinned[key] = Entry(None if moved is None else moved.value, _FOREVER)
+            return entry
+
+    # Locks are taken with acquire()/release(): a ``with`` block costs twice as much,
+    # and these few lines are the whole cost of an in-memory decision.
+
+    def _take(self, entry: Entry[Any], cost: int, max_wait: float, now: float) -> float:
+        """Decide for the state in *entry* and update it (lock held).
+
+        ``0.0``: admitted; ``> 0``: booked, wait that long; ``< 0``: refused, retry
+        after minus that.
+        """
+        if not self._single:
+            states = entry.value or [None] * len(self.limits)
+            wait, entry.value = acquire(self.limits, states, now, cost, max_wait)
+            return wait
+        at, state = self._check(self._limit, entry.value, now, cost, True)
+        if at > now:
+            return self._defer(entry, state, now, at, cost, max_wait)
+        entry.value = state
+        return 0.0
+
+    def _defer(
+        self, entry: Entry[Any], state: Any, now: float, at: float, cost: int, max_wait: float
+    ) -> float:
+        """The call does not fit before *at*: book it, or refuse it (lock held)."""
+        wait = at - now
+        if now + wait < at:
+            wait = wait_until(now, at)
+        booked = self._commit(self._limit, state, at, cost) if wait <= max_wait else None
+        if booked is None:  # too far ahead to wait for, or for a window to book
+            entry.value = state  # nothing consumed; keep the normalised state
+            return -wait
+        entry.value = booked
+        return wait
+
+    def _lookup(self, key: Any, now: float) -> tuple[Entry[Any], bool]:
+        """The entry for *key* (lock held) and whether it is new (not stored yet)."""
+        entry = self._data.get(key)
+        if entry is not None:
+            if now < entry.expires_at:
+                self._data.move_to_end(key)
+                return entry, False
+            del self._data[key]  # expired: its state is empty again
+            self.keys.expirations += 1
+        pinned = self._pinned.get(key)
+        if pinned is not None:
+            return pinned, False
+        return Entry(None, 0.0), True
+
+    def _store(self, key: Any, entry: Entry[Any], new: bool, wait: float, now: float) -> None:
+        if entry.expires_at == _FOREVER:  # pinned
+            return
+        if wait >= 0:
+            entry.expires_at = now + wait + self._horizon
+        elif new:
+            entry.expires_at = now + self._horizon
+        if new and entry.value is not None:
+            self.keys.add(key, entry.value, entry.expires_at, now)
+
+    def admit(self, key: Any, cost: int, max_wait: float) -> float:
+        """The policies' hot path (see :meth:`_take`): no :class:`Decision` is built."""
+        if cost != 1:
+            self.check_cost(cost)
+        now = self._now()
+        lock = self._lock
+        lock.acquire()
+        try:
+            entry = self._data.get(key)
+            if entry is not None and now < entry.expires_at:
+                self._data.move_to_end(key)
+                wait = self._take(entry, cost, max_wait, now)
+                if wait >= 0:
+                    entry.expires_at = now + wait + self._horizon
+                return wait
+            entry, new = self._lookup(key, now)
+            wait = self._take(entry, cost, max_wait, now)
+            self._store(key, entry, new, wait, now)
+            return wait
+        finally:
+            lock.release()
+
+    def _admit_pinned(self, entry: Entry[Any], cost: int, max_wait: float) -> float:
+        now = self._now()
+        with self._lock:
+            return self._take(entry, cost, max_wait, now)
+
+    def decide(self, key: Any, cost: int, max_wait: float) -> Decision:
+        """Like :meth:`admit`, with the full :class:`Decision`."""
+        if cost != 1:
+            self.check_cost(cost)
+        now = self._now()
+        lock = self._lock
+        lock.acquire()
+        try:
+            entry, new = self._lookup(key, now)
+            wait = self._take(entry, cost, max_wait, now)
+            self._store(key, entry, new, wait, now)
+            return self._decision(entry.value, wait, now)
+        finally:
+            lock.release()
+
+    def _decide_pinned(self, entry: Entry[Any], cost: int, max_wait: float) -> Decision:
+        now = self._now()
+        with self._lock:
+            return self._decision(entry.value, self._take(entry, cost, max_wait, now), now)
+
+    def _decision(self, state: Any, wait: float, now: float) -> Decision:
+        if self._single:
+            remaining, reset_after = self._status(self._limit, state, now)
+            capacity = self._limit.capacity
+        else:
+            remaining, capacity, reset_after = status(self.limits, state, now)
+        if wait < 0:
+            return decision(False, -wait, remaining, capacity, reset_after)
+        return decision(True, wait, remaining, capacity, reset_after)
+
+    def release(self, key: Any, cost: int, wait_left: float) -> None:
+        if wait_left <= 0:
+            return
+        now = self._now()
+        with self._lock:
+            entry, new = self._lookup(key, now)
+            if new:
+                return
+            if self._single:
+                entry.value = self._release(self._limit, entry.value, now, now + wait_left, cost)
+            else:
+                entry.value = release(self.limits, entry.value, now, now + wait_left, cost)
+
+    def reset(self, key: Any) -> None:
+        with self._lock:
+            self.keys.pop(key)
+            pinned = self._pinned.get(key)
+            if pinned is not None:
+                pinned.value = None
+
+    def peek(self, key: Any) -> Decision:
+        """The state of *key* as a :class:`Decision` for a call of cost 1, consuming nothing."""
+        now = self._now()
+        with self._lock:
+            entry, _ = self._lookup(key, now)
+            states = [entry.value] if self._single else (entry.value or [None] * len(self.limits))
+            kept = []
+            at = now
+            for limit, state in zip(self.limits, states, strict=True):
+                when, state = ALGORITHMS[limit.algorithm].check(limit, state, now, 1, False)
+                kept.append(state)
+                at = max(at, when)
+            entry.value = kept[0] if self._single else kept
+            remaining, capacity, reset_after = status(self.limits, kept, now)
+        if at > now:
+            return decision(False, wait_until(now, at), remaining, capacity, reset_after)
+        return decision(True, 0.0, remaining, capacity, reset_after)
+
+
+def _fast_paths(
+    table: _Table,
+) -> tuple[Callable[[Entry[Any], int, float], float], Callable[[Entry[Any], int, float], Decision]]:
+    """``admit_pinned`` and ``decide_pinned`` for a single-limit table, as closures.
+
+    This is the whole cost of an in-memory decision, and in CPython each method
+    call and attribute lookup costs about as much as the arithmetic: so the
+    steps of ``_Table._take`` are inlined here, everything the closures need is
+    bound once, and the lock is taken with acquire()/release() (a ``with`` block
+    costs twice as much).
+    """
+    limit = table.limits[0]
+    capacity = limit.capacity
+    check = table._check
+    status = table._status
+    defer = table._defer
+    now_fn = table._now
+    acquire = table._lock.acquire
+    release = table._lock.release
+    builder = _DecisionBuilder
+
+    def admit_pinned(entry: Entry[Any], cost: int, max_wait: float) -> float:
+        now = now_fn()
+        acquire()
+        try:
+            at, state = check(limit, entry.value, now, cost, True)
+            if at > now:
+                return defer(entry, state, now, at, cost, max_wait)
+            entry.value = state
+            return 0.0
+        finally:
+            release()
+
+    def decide_pinned(entry: Entry[Any], cost: int, max_wait: float) -> Decision:
+        now = now_fn()
+        acquire()
+        try:
+            at, state = check(limit, entry.value, now, cost, True)
+            if at > now:
+                wait = defer(entry, state, now, at, cost, max_wait)
+            else:
+                entry.value = state
+                wait = 0.0
+            remaining, reset_after = status(limit, entry.value, now)
+        finally:
+            release()
+        made: Any = builder(wait >= 0, abs(wait), remaining, capacity, reset_after)
+        made.__class__ = Decision  # see _DecisionBuilder
+        return made  # type: ignore[no-any-return]
+
+    return admit_pinned, decide_pinned
+
+
+class MemoryStore:
+    """Rate-limit state in this process's memory (the default store).
+
+    Args:
+        clock: the time source; ``None`` means the system's monotonic clock.
+            Give the store and its limiters the same clock.
+        max_keys: keys remembered per set of limits; beyond that the least
+            recently used key is forgotten (it starts afresh if it comes back).
+
+    One store can serve many limiters: state is kept per key *and* per set of
+    limits, and limiters with different names use different keys.
+    """
+
+    __slots__ = ("_lock", "_tables", "clock", "max_keys")
+
+    def __init__(self, *, clock: Clock | None = None, max_keys: int = DEFAULT_MAX_KEYS) -> None:
+        if clock is not None and not isinstance(clock, Clock):
+            raise ConfigError("clock", clock, "an object with monotonic(), sleep() and asleep()")
+        if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
+            raise ConfigError("max_keys", max_keys, "an int >= 1")
+        self.clock: Clock = clock or SYSTEM_CLOCK
+        self.max_keys = max_keys
+        self._tables: dict[tuple[Limit, ...], _Table] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> MemoryStore:
+        """``memory://`` or ``memory://?max_keys=10000``; *options* override the query."""
+        parts = urlsplit(url)
+        if parts.scheme.lower() != "memory" or parts.netloc or parts.path not in ("", "/"):
+            raise ConfigError("store", url, "'memory://' or 'memory://?max_keys=N'")
+        query = parse_qs(parts.query, keep_blank_values=True)
+        unknown = sorted(set(query) - {"max_keys"})
+        if unknown:
+            raise ConfigError("store", url, "'memory://' with no option but max_keys")
+        if "max_keys" in query and "max_keys" not in options:
+            text = query["max_keys"][-1]
+            if not text.isdigit():
+                raise ConfigError("store.max_keys", text, "an int >= 1")
+            options["max_keys"] = int(text)
+        return cls(**options)
+
+    def table(self, limits: Sequence[Limit]) -> _Table:
+        """The state table for one set of limits (limiters keep it to skip this lookup)."""
+        key = limits if type(limits) is tuple else tuple(limits)
+        table = self._tables.get(key)
+        if table is None:
+            if not key or not all(isinstance(limit, Limit) for limit in key):
+                raise ConfigError("limits", limits, "one or more resilient.backends.Limit")
+            with self._lock:
+                table = self._tables.setdefault(key, _Table(key, self.clock, self.max_keys))
+        return table
+
+    def try_acquire(
+        self, key: str, limits: Sequence[Limit], cost: int = 1, *, max_wait: float = 0.0
+    ) -> Decision:
+        """See :meth:`resilient.backends.RateLimitStore.try_acquire`."""
+        return self.table(limits).decide(key, cost, max_wait)
+
+    def release(self, key: str, limits: Sequence[Limit], cost: int, wait_left: float) -> None:
+        """See :meth:`resilient.backends.RateLimitStore.release`."""
+        self.table(limits).release(key, cost, wait_left)
+
+    def reset(self, key: str, limits: Sequence[Limit]) -> None:
+        """Forget *key*'s state under these limits."""
+        self.table(limits).reset(key)
+
+    def ping(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        """Nothing to release; the store keeps working."""
+
+    async def atry_acquire(
+        self, key: str, limits: Sequence[Limit], cost: int = 1, *, max_wait: float = 0.0
+    ) -> Decision:
+        return self.try_acquire(key, limits, cost, max_wait=max_wait)
+
+    async def arelease(
+        self, key: str, limits: Sequence[Limit], cost: int, wait_left: float
+    ) -> None:
+        self.release(key, limits, cost, wait_left)
+
+    async def areset(self, key: str, limits: Sequence[Limit]) -> None:
+        self.reset(key, limits)
+
+    async def aping(self) -> bool:
+        return True
+
+    async def aclose(self) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        """Keys currently remembered, over every set of limits."""
+        return sum(len(table.keys) for table in list(self._tables.values()))
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(max_keys={self.max_keys}, clock={self.clock!r})"
