@@ -800,3 +800,17 @@ def test_close_closes_the_inner_transport():
     with ResilientTransport(transport=Inner()) as transport:
         assert "ResilientTransport" in repr(transport)
     assert closed == [True]
+
+
+@pytest.mark.skipif(not hasattr(rs, "CircuitBreaker"), reason="CircuitBreaker has not landed yet")
+def test_a_breaker_can_stay_open_as_long_as_the_server_asks(flavour):
+    clock = FakeClock()
+    breaker = rs.CircuitBreaker(
+        name="api", minimum_calls=1, open_on_retry_after=True, open_for=5, clock=clock
+    )
+    script = Script((503, {"Retry-After": "120"}))
+    transport = flavour.transport(breaker, transport=script.mock)
+    assert flavour.send(transport, "GET", URL).status_code == 503
+    with pytest.raises(rs.CircuitOpenError) as info:
+        flavour.send(transport, "GET", URL)
+    assert info.value.retry_after == pytest.approx(120.0)
