@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,16 +19,10 @@ from resilient.observability import (
 )
 from resilient.testing import RecordingListener
 
-CircuitBreaker: Any = getattr(rs, "CircuitBreaker", None)
-Bulkhead: Any = getattr(rs, "Bulkhead", None)
 try:
+    from resilient import SlidingWindow, TokenBucket
+except ImportError:  # the limiters are not exported from the package yet
     from resilient._rate_limit import SlidingWindow, TokenBucket
-except ImportError:  # pragma: no cover - before the limiters exist
-    TokenBucket = SlidingWindow = None
-
-needs_breaker = pytest.mark.skipif(CircuitBreaker is None, reason="no CircuitBreaker yet")
-needs_bulkhead = pytest.mark.skipif(Bulkhead is None, reason="no Bulkhead yet")
-needs_limiters = pytest.mark.skipif(TokenBucket is None, reason="no rate limiters yet")
 
 
 @pytest.fixture(autouse=True)
@@ -47,7 +42,7 @@ def boom() -> str:
 
 def small_breaker(clock: Any, rec: RecordingListener, **kw: Any) -> Any:
     kw.setdefault("window", rs.CountWindow(4))
-    return CircuitBreaker(
+    return rs.CircuitBreaker(
         name="db",
         failure_rate=0.5,
         minimum_calls=4,
@@ -59,7 +54,6 @@ def small_breaker(clock: Any, rec: RecordingListener, **kw: Any) -> Any:
     )
 
 
-@needs_breaker
 def test_breaker_emits_calls_transitions_and_rejections(run, clock):
     """Calls, the trip to OPEN, the rejection, then HALF_OPEN and CLOSED again, in order."""
     rec = RecordingListener()
@@ -99,7 +93,6 @@ def test_breaker_emits_calls_transitions_and_rejections(run, clock):
     assert len(rec.of(CallSucceeded)) == 1
 
 
-@needs_breaker
 def test_breaker_metrics_from_a_real_breaker(run, clock):
     """A real breaker drives the Prometheus state set, transitions and rejections."""
     prometheus_client = pytest.importorskip("prometheus_client")
@@ -139,11 +132,10 @@ def test_breaker_metrics_from_a_real_breaker(run, clock):
     )
 
 
-@needs_bulkhead
 def test_bulkhead_full_emits_call_rejected_sync():
     """A call beyond max_concurrent is refused with CallRejected(reason="bulkhead_full")."""
     rec = RecordingListener()
-    bulkhead = Bulkhead(1, name="pool", listeners=[rec])
+    bulkhead = rs.Bulkhead(1, name="pool", listeners=[rec])
 
     def nested() -> str:
         with pytest.raises(rs.BulkheadFullError):
@@ -160,11 +152,10 @@ def test_bulkhead_full_emits_call_rejected_sync():
     assert len(rec.of(CallSucceeded)) == 1
 
 
-@needs_bulkhead
 def test_bulkhead_full_emits_call_rejected_async():
     """The async driver emits the same rejection."""
     rec = RecordingListener()
-    bulkhead = Bulkhead(1, name="pool", listeners=[rec])
+    bulkhead = rs.Bulkhead(1, name="pool", listeners=[rec])
 
     async def aok() -> str:
         return "ok"
@@ -178,7 +169,6 @@ def test_bulkhead_full_emits_call_rejected_async():
     assert [e.reason for e in rec.of(CallRejected)] == ["bulkhead_full"]
 
 
-@needs_limiters
 @pytest.mark.parametrize("limiter_type", ["token_bucket", "sliding_window"])
 def test_rate_limiter_rejection_carries_key_and_retry_after(run, clock, limiter_type):
     """A rate-limited call emits CallRejected with its key and a positive retry_after."""
@@ -198,7 +188,6 @@ def test_rate_limiter_rejection_carries_key_and_retry_after(run, clock, limiter_
     assert rejected.retry_after > 0
 
 
-@needs_limiters
 def test_rate_limiter_100000_keys_stay_bounded_in_prometheus(clock):
     """A keyed limiter refusing 100,000 clients yields a bounded set of series."""
     prometheus_client = pytest.importorskip("prometheus_client")
@@ -228,3 +217,19 @@ def test_rate_limiter_100000_keys_stay_bounded_in_prometheus(clock):
     ]
     assert len(series) <= 11
     assert sum(s.value for s in series) == refused
+
+
+def test_breaker_opening_is_logged_by_default(clock, caplog):
+    """With no listener at all, a breaker opening is a WARNING on the "resilient" logger."""
+    caplog.set_level(logging.WARNING, logger="resilient")
+    breaker = rs.CircuitBreaker(
+        name="db", failure_rate=0.5, minimum_calls=2, window=rs.CountWindow(2), clock=clock
+    )
+    for _ in range(2):
+        with pytest.raises(OSError):
+            breaker.call(boom)
+    records = [r for r in caplog.records if r.name == "resilient"]
+    assert [(r.levelname, r.event, r.old, r.new) for r in records] == [
+        ("WARNING", "circuit_state_changed", "closed", "open")
+    ]
+    assert records[0].getMessage().startswith("circuit_breaker 'db': closed -> open (")
