@@ -385,8 +385,8 @@ def test_opentelemetry_instruments_read_back_through_the_sdk(run, clock):
         "resilient.timeouts": "{call}",
         "resilient.circuit.transitions": "{transition}",
         "resilient.backend.errors": "{error}",
-        "resilient.circuit.state": "1",
-        "resilient.backend.degraded": "1",
+        "resilient.circuit.state": "",
+        "resilient.backend.degraded": "",
     }
     assert metrics["resilient.calls"]["points"] == {
         labels(policy="payments", kind="retry", outcome="success"): 1,
@@ -413,6 +413,36 @@ def test_opentelemetry_instruments_read_back_through_the_sdk(run, clock):
     assert (success.count, success.sum) == (1, pytest.approx(0.1))
     assert tuple(success.explicit_bounds) == DURATION_BUCKETS
     assert len(histogram) == 2
+
+
+def test_opentelemetry_through_its_prometheus_exporter_matches_prometheus_listener(clock):
+    """Exported by OpenTelemetry's Prometheus exporter, the instruments become exactly the
+    PrometheusListener's families with the same label names, so one dashboard fits both."""
+    exporter = pytest.importorskip("opentelemetry.exporter.prometheus")
+    sdk = pytest.importorskip("opentelemetry.sdk.metrics")
+    otel_registry = CollectorRegistry()
+    reader = exporter.PrometheusMetricReader(
+        disable_target_info=True, scope_info_enabled=False, registry=otel_registry
+    )
+    provider = sdk.MeterProvider(metric_readers=[reader])
+    prom_registry = CollectorRegistry()
+    set_listeners(
+        [PrometheusListener(prom_registry), OpenTelemetryListener(meter_provider=provider)]
+    )
+    drive_traffic(lambda policy, fn: policy.call(fn), clock)
+
+    def shape(registry: CollectorRegistry) -> dict[str, tuple[str, frozenset[str]]]:
+        out: dict[str, tuple[str, frozenset[str]]] = {}
+        text = generate_latest(registry).decode()
+        for family in text_string_to_metric_families(text):
+            if family.name.endswith("_created"):
+                continue
+            names = {k for s in family.samples for k in s.labels if k != "le"}
+            out[family.name] = (family.type, frozenset(names))
+        return out
+
+    assert shape(otel_registry) == shape(prom_registry)
+    provider.shutdown()
 
 
 def test_opentelemetry_per_key_capped_with_100000_keys():

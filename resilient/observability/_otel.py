@@ -117,13 +117,13 @@ class OpenTelemetryListener(MetricsListener):
         self.circuit_state = meter.create_observable_gauge(
             f"{prefix}circuit.state",
             [self._observe_states],
-            "1",
+            "",
             "Circuit breaker state: 1 for the current state, 0 for the others.",
         )
         self.backend_degraded = meter.create_observable_gauge(
             f"{prefix}backend.degraded",
             [self._observe_backends],
-            "1",
+            "",
             "1 while a policy's shared-state backend is failing, 0 once it recovered.",
         )
         # Attribute dicts cached by their values (bounded like the labels).
