@@ -796,3 +796,25 @@ def test_all_is_sorted_and_resolvable(module):
     assert mod.__all__ == sorted(mod.__all__, key=str.casefold)
     for name in mod.__all__:
         assert getattr(mod, name) is not None
+
+
+def test_logging_levels_of_custom_events(caplog):
+    """A subclass logs at its base's level; an event type of its own at INFO."""
+
+    @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+    class HedgeScheduled(RetryScheduled):
+        event_name = "hedge_scheduled"
+
+    @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+    class CacheHit(Event):
+        event_name = "cache_hit"
+
+    caplog.set_level(logging.DEBUG, logger="resilient")
+    listener = LoggingListener(levels={RetryScheduled: logging.WARNING})
+    listener(HedgeScheduled(policy="h", kind="hedge", at=0, attempt=1, delay=0.05))
+    listener(CacheHit(policy="c", kind="cache", at=0))
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.WARNING, "hedge 'h': attempt 1 failed (result rejected); retrying in 0.050s"),
+        (logging.INFO, "cache 'c': cache_hit"),
+    ]
+    assert "call_events=False" in repr(listener)

@@ -233,3 +233,37 @@ def test_breaker_opening_is_logged_by_default(clock, caplog):
         ("WARNING", "circuit_state_changed", "closed", "open")
     ]
     assert records[0].getMessage().startswith("circuit_breaker 'db': closed -> open (")
+
+
+def test_observe_only_breaker_counts_would_be_rejections_not_rejected_calls(clock, caplog):
+    """In observe-only mode the refused-in-theory call still runs: it is counted by its
+    outcome, its would-be rejection in resilient_rejections_total, and logged as such."""
+    prometheus_client = pytest.importorskip("prometheus_client")
+    from resilient.observability import PrometheusListener
+
+    registry = prometheus_client.CollectorRegistry()
+    set_listeners([PrometheusListener(registry)])
+    caplog.set_level(logging.INFO, logger="resilient")
+    breaker = rs.CircuitBreaker(
+        name="shadow",
+        failure_rate=0.5,
+        minimum_calls=2,
+        window=rs.CountWindow(2),
+        observe_only=True,
+        clock=clock,
+    )
+    for _ in range(2):
+        with pytest.raises(OSError):
+            breaker.call(boom)
+    assert breaker.call(ok) == "ok"
+    value = registry.get_sample_value
+    base = {"policy": "shadow", "kind": "circuit_breaker"}
+    assert value("resilient_rejections_total", {**base, "reason": "circuit_open"}) == 1.0
+    assert value("resilient_calls_total", {**base, "outcome": "rejected"}) is None
+    assert value("resilient_calls_total", {**base, "outcome": "success"}) == 1.0
+    assert value("resilient_calls_total", {**base, "outcome": "failure"}) == 2.0
+    messages = [r.getMessage() for r in caplog.records if r.name == "resilient"]
+    assert (
+        "circuit_breaker 'shadow': would reject a call (observe only) (circuit_open)"
+        in " ".join(messages)
+    )

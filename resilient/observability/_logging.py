@@ -68,10 +68,15 @@ def describe(event: Event) -> tuple[str, tuple[Any, ...]]:
         why = plain(event.exception) if event.exception is not None else "result rejected"
         return f"{where}: call failed after %.3fs (%s)", (*head, event.duration, why)
     if isinstance(event, CallRejected):
+        verb = (
+            "would reject a call (observe only)"
+            if event.attributes.get("observe_only")
+            else "rejected a call"
+        )
         if event.retry_after is None:
-            return f"{where}: rejected a call (%s)", (*head, event.reason)
+            return f"{where}: {verb} (%s)", (*head, event.reason)
         return (
-            f"{where}: rejected a call (%s), retry after %.3fs",
+            f"{where}: {verb} (%s), retry after %.3fs",
             (*head, event.reason, event.retry_after),
         )
     if isinstance(event, CircuitStateChanged):

@@ -209,7 +209,9 @@ class MetricsListener:
 
     def _on_rejected(self, event: CallRejected) -> None:
         key = self._key(event)
-        self._record_call(event.policy, event.kind, "rejected", key, None)
+        if not event.attributes.get("observe_only"):
+            # An observe-only (shadow) policy lets the call run: it is counted by its outcome.
+            self._record_call(event.policy, event.kind, "rejected", key, None)
         self._record_rejection(event.policy, event.kind, str(event.reason), key)
 
     def _on_timeout(self, event: TimeoutExceeded) -> None:
