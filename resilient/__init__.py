@@ -30,6 +30,7 @@ from ._pipeline import Pipeline, Policy
 from ._retry import Retry
 from ._timeout import Timeout
 from ._windows import CountWindow, TimeWindow
+from .config import Registry, load_config
 
 __all__ = [
     "BackendError",
@@ -45,10 +46,12 @@ __all__ = [
     "ConfigError",
     "CountWindow",
     "Fallback",
+    "load_config",
     "Pipeline",
     "Policy",
     "Rate",
     "RateLimitedError",
+    "Registry",
     "RejectedError",
     "remaining",
     "ResilienceError",

@@ -22,6 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"resilient {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("demo", help="run the built-in demo against a flaky in-process service")
+    from .config._commands import add_commands
+
+    add_commands(sub)  # check, show, schema
     return parser
 
 
@@ -32,5 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ._demo import run_demo
 
         return run_demo()
+    run = getattr(args, "run", None)
+    if run is not None:
+        return int(run(args))
     parser.print_help(sys.stderr)
     return 2
