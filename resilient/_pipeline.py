@@ -102,24 +102,47 @@ def decorate(policy: Policy, fn: Callable[P, Any]) -> Callable[P, Any]:
     return wrapper
 
 
+def _flatten(policies: Sequence[Policy]) -> list[Policy]:
+    out: list[Policy] = []
+    for policy in policies:
+        if isinstance(policy, Pipeline):
+            out.extend(_flatten(policy.policies))
+        else:
+            out.append(policy)
+    return out
+
+
 class Pipeline(PolicyBase):
     """Several policies applied as one, **outermost first**.
 
     ``Pipeline(rate_limit, total_timeout, retry, breaker, attempt_timeout)``
     means the rate limiter wraps everything, the retry wraps the breaker, and
     the attempt timeout wraps each single try. Pipelines nest.
+
+    ``listeners=`` are added to every policy inside (nested pipelines included),
+    so they hear each policy's events.
     """
 
     kind = "pipeline"
 
-    def __init__(self, *policies: Policy, name: str | None = None) -> None:
+    def __init__(
+        self,
+        *policies: Policy,
+        name: str | None = None,
+        listeners: Sequence[Listener] | None = None,
+    ) -> None:
         for index, policy in enumerate(policies):
             if not isinstance(policy, Policy):
                 raise ConfigError(
                     f"Pipeline(policies[{index}])", policy, "a policy with call() and acall()"
                 )
-        self._init_base(name, None, None)
+        self._init_base(name, None, listeners)
         self.policies: tuple[Policy, ...] = policies
+        if listeners:
+            for policy in _flatten(policies):
+                emitter = getattr(policy, "_emitter", None)
+                if isinstance(emitter, Emitter):
+                    emitter.add_local(self._emitter.local)
 
     def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         policies = self.policies

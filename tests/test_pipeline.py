@@ -114,3 +114,28 @@ def test_policy_protocol_is_runtime_checkable():
     assert isinstance(rs.Retry(), rs.Policy)
     assert isinstance(Trace("x", []), rs.Policy)
     assert not isinstance(object(), rs.Policy)
+
+
+def test_pipeline_listeners_hear_every_inner_policy(clock):
+    from resilient.observability import RetryScheduled, TimeoutExceeded
+    from resilient.testing import RecordingListener
+
+    recorder = RecordingListener()
+    retry = rs.Retry(attempts=2, clock=clock, name="r")
+    timeout = rs.Timeout(1.0, clock=clock, name="t")
+    pipeline = rs.Pipeline(rs.Pipeline(retry), timeout, listeners=[recorder])
+    calls = iter([OSError(), "ok"])
+
+    def fn() -> str:
+        item = next(calls)
+        if isinstance(item, BaseException):
+            raise item
+        clock.advance(2.0)  # returns late: the sync timeout raises after the call
+        return item
+
+    with pytest.raises(rs.TimeoutExceededError):
+        pipeline.call(fn)
+    rare = [type(e) for e in recorder.events if not type(e).__name__.startswith("Call")]
+    assert rare == [RetryScheduled, TimeoutExceeded]
+    assert [e.policy for e in recorder.events if type(e) in rare] == ["r", "t"]
+    assert retry._emitter.listening

@@ -137,6 +137,16 @@ class Emitter:
             self.observed: bool = bool(self.local or _GLOBAL.listeners)
             _GLOBAL.emitters.add(self)
 
+    def add_local(self, listeners: Sequence[Listener]) -> None:
+        """Add more listeners of the policy's own (a pipeline's ``listeners=``)."""
+        extra = tuple(item for item in _checked(listeners, "listeners") if item not in self.local)
+        with _GLOBAL.lock:
+            self.local = self.local + extra
+            self.local_calls = any(wants_call_events(item) for item in self.local)
+            self.local_logs = any(logs_events(item) for item in self.local)
+            self.listening = self.local_calls or _GLOBAL.calls
+            self.observed = bool(self.local or _GLOBAL.listeners)
+
     def wants(self, kind: type[Event]) -> bool:
         """Whether an event of type *kind* would reach anyone: for per-call events,
         :attr:`listening`; for rare ones, any listener, or the built-in logging when
