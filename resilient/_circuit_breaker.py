@@ -929,5 +929,63 @@ class CircuitBreaker(PolicyBase):
                 self._emit_changes(changes)
         return result
 
+    # -- the decorator: the drivers with `fn` and the helpers bound once ---------------------
+
+    def _wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        core, now, admit, failed = self._core, self._core.now, self._admit, self._failed
+        judge, emitter, succeeded = self._judge_results, self._emitter, self._succeeded
+        emit_changes = self._emit_changes
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            ticket = core.fast
+            if ticket < 0:
+                ticket = admit()
+            start = now()
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as exc:
+                failed(ticket, start, exc)
+                raise
+            except BaseException:
+                core.release(ticket)
+                raise
+            if judge or emitter.listening:
+                succeeded(ticket, start, result)
+            else:
+                changes = core.succeeded(ticket, start)
+                if changes:
+                    emit_changes(changes)
+            return result
+
+        return guarded
+
+    def _awrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        core, now, admit, failed = self._core, self._core.now, self._admit, self._failed
+        judge, emitter, succeeded = self._judge_results, self._emitter, self._succeeded
+        emit_changes = self._emit_changes
+
+        async def guarded(*args: Any, **kwargs: Any) -> Any:
+            ticket = core.fast
+            if ticket < 0:
+                ticket = admit()
+            start = now()
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as exc:
+                failed(ticket, start, exc)
+                raise
+            except BaseException:
+                core.release(ticket)
+                raise
+            if judge or emitter.listening:
+                succeeded(ticket, start, result)
+            else:
+                changes = core.succeeded(ticket, start)
+                if changes:
+                    emit_changes(changes)
+            return result
+
+        return guarded
+
     def __repr__(self) -> str:
         return f"CircuitBreaker(name={self.name!r}, state={self._core.state.value!r})"

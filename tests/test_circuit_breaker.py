@@ -718,6 +718,68 @@ def test_as_decorator_for_sync_and_async_functions(clock):
         add(1, 2)
 
 
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_decorated_functions_follow_the_same_state_machine(clock, flavour):
+    """The specialised decorators record, reject, release and judge results like call()."""
+    listener = RecordingListener()
+    cb = breaker(clock, half_open_calls=1, record_result=lambda r: r == "bad")
+    plain = breaker(clock, consecutive_failures=1, listeners=[listener])
+
+    def behave(action: str) -> str:
+        if action == "fail":
+            raise OSError("x")
+        if action == "abort":
+            raise Abort
+        return action
+
+    quiet = breaker(clock, half_open_calls=1)
+    if flavour == "sync":
+        call, watch, hush = cb(behave), plain(behave), quiet(behave)
+    else:
+
+        async def abehave(action: str) -> str:
+            return behave(action)
+
+        aguarded, aobserved, aquiet = cb(abehave), plain(abehave), quiet(abehave)
+
+        def call(action: str) -> str:
+            return asyncio.run(aguarded(action))
+
+        def watch(action: str) -> str:
+            return asyncio.run(aobserved(action))
+
+        def hush(action: str) -> str:
+            return asyncio.run(aquiet(action))
+
+    for _ in range(2):
+        with pytest.raises(OSError):
+            call("fail")
+    assert call("bad") == "bad"
+    assert call("bad") == "bad"
+    assert cb.state is OPEN
+    with pytest.raises(rs.CircuitOpenError):
+        call("ok")
+    clock.advance(10.0)
+    with pytest.raises(Abort):
+        call("abort")  # the probe's permit comes back
+    assert call("ok") == "ok"
+    assert cb.state is CLOSED
+    assert watch("ok") == "ok"
+    with pytest.raises(OSError):
+        watch("fail")
+    assert [type(e).__name__ for e in listener.events] == [
+        "CallSucceeded",
+        "CircuitStateChanged",
+        "CallFailed",
+    ]
+    for _ in range(4):
+        with pytest.raises(OSError):
+            hush("fail")
+    clock.advance(10.0)
+    assert hush("ok") == "ok"
+    assert quiet.state is CLOSED
+
+
 def test_repr_and_defaults():
     """Defaults follow the documented Resilience4j-like values."""
     cb = rs.CircuitBreaker()
