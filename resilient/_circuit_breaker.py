@@ -88,6 +88,7 @@ IGNORED = -1
 _PASS = -1  # ticket of a call let through by observe-only mode: never recorded
 _REJECT = -2  # admission refused
 _NOT_CLOSED = -3  # value of _BreakerCore.closed outside CLOSED: matches no ticket
+_NEVER = -math.inf  # value of _BreakerCore.gate outside OPEN
 
 
 DEFAULT_WINDOW = CountWindow(100)
@@ -433,7 +434,7 @@ class _BreakerCore:
         self.generation = 0
         self.fast = 0  # the generation while CLOSED or DISABLED, else -1
         self.closed = 0  # the generation while CLOSED (outcomes are recorded), else _NOT_CLOSED
-        self.gate = -math.inf  # open_until while OPEN, else -inf
+        self.gate = _NEVER  # open_until while OPEN, else -inf
         self.successes: _Counter | None = None  # fast successes not yet in the window
         self.folded = 0
         self.warm = False  # CLOSED's window holds minimum_calls (lock-free successes allowed)
@@ -458,7 +459,7 @@ class _BreakerCore:
         self.since = now
         self.probes = {}
         self.verdicts = self.probe_failures = self.probe_slow = 0
-        self.gate = self.open_until if new is OPEN else -math.inf
+        self.gate = self.open_until if new is OPEN else _NEVER
         self.fast = generation if new is CLOSED or new is DISABLED else -1
         # Readers of the lock-free success path read `successes` before `closed`:
         # publish `closed` first, then the new generation's counter.
@@ -538,10 +539,14 @@ class _BreakerCore:
         """``(ticket, retry_after, reason, changes)``; ticket ``_REJECT`` refuses the call."""
         if _LOCK_FREE:
             until = self.gate
-            now = self.now()
-            if now < until:
-                self.rejected.add()
-                return _REJECT, retry_after_until(until, now), "circuit_open", None
+            if until > _NEVER:
+                now = self.now()
+                if now < until:
+                    self.rejected.add()
+                    wait = until - now
+                    if now + wait < until:  # pragma: no cover - see retry_after_until
+                        wait = retry_after_until(until, now)
+                    return _REJECT, wait, "circuit_open", None
         changes: list[_Change] = []
         with self.lock:
             now = self.now()
