@@ -276,19 +276,33 @@ def _flatten(policy: Policy) -> Iterator[Policy]:
 # -- per-request state ------------------------------------------------------------------------
 
 
+def host_key(url: httpx.URL) -> str:
+    """The host of *url*, with its port when one is given (``api.example.com:8443``)."""
+    port = url.port
+    return url.host if port is None else f"{url.host}:{port}"
+
+
 class Exchange:
     """One request's journey through the transport (shared by its attempts)."""
 
-    __slots__ = ("extensions", "gate", "host", "method", "plan", "request", "status")
+    __slots__ = ("_host", "extensions", "gate", "method", "plan", "request", "status")
 
-    def __init__(self, request: httpx.Request, host: str, plan: Plan) -> None:
+    def __init__(self, request: httpx.Request, plan: Plan, host: str | None = None) -> None:
         self.request = request
         self.method = request.method
-        self.host = host
         self.plan = plan
         self.extensions = request.extensions
         self.gate = NEVER
         self.status: int | None = None
+        self._host = host
+
+    @property
+    def host(self) -> str:
+        """The request's host key (computed when first needed: pacing, events)."""
+        host = self._host
+        if host is None:
+            host = self._host = host_key(self.request.url)
+        return host
 
 
 CURRENT: ContextVar[Exchange | None] = ContextVar("resilient_httpx_exchange", default=None)
@@ -449,18 +463,19 @@ class TransportCore:
 
     def begin(self, request: httpx.Request) -> Exchange:
         """Route *request* and start its exchange (no I/O)."""
-        url = request.url
-        host = url.host
-        port = url.port
-        host_port = host if port is None else f"{host}:{port}"
         slot = self._default
+        key = None
         if self._routes:
+            url = request.url
+            host = url.host
+            port = url.port
+            key = host if port is None else f"{host}:{port}"
             method, path = request.method, url.path
             for route, route_slot in self._routes:
-                if route.matches(host, host_port, path, method):
+                if route.matches(host, key, path, method):
                     slot = route_slot
                     break
-        exchange = Exchange(request, host_port, self._plan(slot))
+        exchange = Exchange(request, self._plan(slot), key)
         if (
             self.config.idempotency_key
             and request.method not in IDEMPOTENT_METHODS
@@ -486,16 +501,15 @@ class TransportCore:
             plan = slot.plan = Plan(source)  # a reloaded registry gives new policies
         return plan
 
-    def may_retry(self, exchange: Exchange) -> bool:
-        """Whether the request could be retried at all, its body permitting."""
-        return exchange.plan.has_retry and (
-            exchange.method in self.config.retry_methods or self.config.retry_unsent
-        )
-
     def wants_buffer(self, exchange: Exchange) -> int:
         """The buffering limit for a streamed body that should be made replayable (0: no)."""
         limit = self.config.buffer_body
-        if not limit or replayable(exchange.request) or not self.may_retry(exchange):
+        if (
+            not limit
+            or not exchange.plan.has_retry
+            or replayable(exchange.request)
+            or not (exchange.method in self.config.retry_methods or self.config.retry_unsent)
+        ):
             return 0
         length = exchange.request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
@@ -503,15 +517,18 @@ class TransportCore:
         return limit
 
     def chain(self, exchange: Exchange) -> Callable[[httpx.Request], Any]:
-        """The chain of policies for the exchange, its gate decided now."""
-        if not self.may_retry(exchange) or not replayable(exchange.request):
-            gate = NEVER
-        elif exchange.method in self.config.retry_methods:
-            gate = ALL
-        else:
-            gate = UNSENT  # retry_unsent is on
-        exchange.gate = gate
+        """The chain of policies for the exchange, its gate decided now: all
+        retries, only unsent errors (a non-idempotent method), or none (no retry
+        policy, or a body that cannot be replayed)."""
         plan = exchange.plan
+        gate = NEVER
+        if plan.has_retry and replayable(exchange.request):
+            config = self.config
+            if exchange.method in config.retry_methods:
+                gate = ALL
+            elif config.retry_unsent:
+                gate = UNSENT
+        exchange.gate = gate
         chain = plan.chains.get(gate)
         if chain is None:
             chain = plan.chains[gate] = self._build(plan.policies, gate)
@@ -620,7 +637,7 @@ class TransportCore:
         published deadline. Returns that deadline and the phases it now bounds."""
         deadline = current_deadline()
         if deadline is None:
-            return None, frozenset()
+            return _NO_CLAMP
         left, binding = math.inf, None
         while deadline is not None:
             this = deadline.at - deadline.clock.monotonic()
@@ -706,6 +723,7 @@ _PHASES: dict[type[BaseException], str] = {
     httpx.WriteTimeout: "write",
     httpx.PoolTimeout: "pool",
 }
+_NO_CLAMP: tuple[Any, frozenset[str]] = (None, frozenset())
 _QUOTA_HEADERS = frozenset({"ratelimit", "x-ratelimit-remaining", "ratelimit-remaining"})
 
 
