@@ -9,6 +9,8 @@ import asyncio
 import dataclasses
 import email.utils
 import itertools
+import threading
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -814,3 +816,77 @@ def test_a_breaker_can_stay_open_as_long_as_the_server_asks(flavour):
     with pytest.raises(rs.CircuitOpenError) as info:
         flavour.send(transport, "GET", URL)
     assert info.value.retry_after == pytest.approx(120.0)
+
+
+# -- concurrency -------------------------------------------------------------------------------
+
+
+class FailFirstTry:
+    """Fails the first attempt of every request (told apart by an ``X-Id`` header)
+    with a 503, then answers 200; counts attempts per id, thread-safely."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.attempts: Counter[str] = Counter()
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        ident = request.headers["x-id"]
+        with self.lock:
+            self.attempts[ident] += 1
+            first = self.attempts[ident] == 1
+        return httpx.Response(503 if first else 200, text=ident)
+
+
+def test_threads_sharing_one_transport_retry_exactly_their_own_requests():
+    service = FailFirstTry()
+    listener = RecordingListener()
+    transport = ResilientTransport(
+        retry(3, listeners=[listener]), transport=httpx.MockTransport(service)
+    )
+    client = httpx.Client(transport=transport)
+
+    def worker(n: int) -> None:
+        for i in range(50):
+            ident = f"{n}-{i}"
+            response = client.get(f"http://host{n}.example.com/", headers={"X-Id": ident})
+            assert (response.status_code, response.text) == (200, ident)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(service.attempts) == 400
+    assert set(service.attempts.values()) == {2}
+    events = listener.of(RetryScheduled)
+    assert len(events) == 400
+    assert Counter(e.attributes["host"] for e in events) == {
+        f"host{n}.example.com": 50 for n in range(8)
+    }
+
+
+def test_concurrent_tasks_sharing_one_transport_retry_exactly_their_own_requests():
+    service = FailFirstTry()
+    listener = RecordingListener()
+    transport = AsyncResilientTransport(
+        retry(3, listeners=[listener]), transport=httpx.MockTransport(service)
+    )
+
+    async def main() -> None:
+        async with httpx.AsyncClient(transport=transport) as client:
+
+            async def one(n: int) -> None:
+                response = await client.get(
+                    f"http://host{n % 5}.example.com/", headers={"X-Id": str(n)}
+                )
+                assert (response.status_code, response.text) == (200, str(n))
+
+            await asyncio.gather(*(one(n) for n in range(200)))
+
+    asyncio.run(main())
+    assert set(service.attempts.values()) == {2}
+    assert len(service.attempts) == 200
+    events = listener.of(RetryScheduled)
+    assert Counter(e.attributes["host"] for e in events) == {
+        f"host{n}.example.com": 40 for n in range(5)
+    }
