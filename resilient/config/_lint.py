@@ -50,6 +50,8 @@ class LintWarning:
         where = ""
         if self.file is not None:
             where = f"{self.file}:{self.line}: " if self.line is not None else f"{self.file}: "
+        elif self.line is not None:
+            where = f"line {self.line}: "
         return f"{where}{self.path}: warning: {self.message} [{self.code}]"
 
 
