@@ -127,6 +127,11 @@ class Limit:
     """Token bucket: seconds to earn one token (``period / amount``)."""
     tolerance: float = field(init=False, repr=False, compare=False)
     """Token bucket: seconds of credit a full bucket holds (``capacity * interval``)."""
+    slack: float = field(init=False, repr=False, compare=False)
+    """Token bucket: a call due within this many seconds is admitted now
+    (``min(1 µs, interval / 1000)``). A burst adds ``interval`` to ``tat`` once
+    per call, and the rounding of those additions must not refuse the last
+    token of a full bucket."""
 
     def __post_init__(self) -> None:
         if self.algorithm not in _NAMES:
@@ -157,6 +162,7 @@ class Limit:
         object.__setattr__(self, "capacity", capacity)
         object.__setattr__(self, "interval", interval)
         object.__setattr__(self, "tolerance", capacity * interval)
+        object.__setattr__(self, "slack", min(1e-6, interval / 1000))
 
     def __str__(self) -> str:
         text = f"{self.algorithm} {self.amount}/{self.period:g}s"
@@ -251,7 +257,7 @@ def token_bucket_check(
     if tat is not None and tat > now:  # not full: the common case, first
         interval = limit.interval
         at = tat + cost * interval - limit.tolerance
-        if at > now:
+        if at > now + limit.slack:
             return at, tat
         return now, (tat + cost * interval if take else tat)
     if tat is None and limit.initial is not None:

@@ -176,7 +176,7 @@ class _Table:
 
     def admit(self, key: Any, cost: int, max_wait: float) -> float:
         """The policies' hot path (see :meth:`_take`): no :class:`Decision` is built."""
-        if cost != 1:
+        if cost != 1 or type(cost) is not int:
             self.check_cost(cost)
         now = self._now()
         lock = self._lock
@@ -203,7 +203,7 @@ class _Table:
 
     def decide(self, key: Any, cost: int, max_wait: float) -> Decision:
         """Like :meth:`admit`, with the full :class:`Decision`."""
-        if cost != 1:
+        if cost != 1 or type(cost) is not int:
             self.check_cost(cost)
         now = self._now()
         lock = self._lock

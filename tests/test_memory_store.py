@@ -1,0 +1,202 @@
+"""MemoryStore: the store protocols, URLs, clock-driven lazy expiry, bounds,
+pinned keys, booking and release, several limits at once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from resilient import ConfigError
+from resilient._algorithms import Decision
+from resilient.backends import (
+    AsyncRateLimitStore,
+    Limit,
+    RateLimitStore,
+    register_store,
+    store_from_url,
+    store_schemes,
+)
+from resilient.backends.memory import MemoryStore
+from resilient.testing import FakeClock
+
+BUCKET = (Limit(algorithm="token_bucket", amount=1, period=1.0, burst=2),)
+LOG = (Limit(algorithm="sliding_log", amount=2, period=10.0),)
+
+
+@pytest.fixture
+def store(clock: FakeClock) -> MemoryStore:
+    return MemoryStore(clock=clock)
+
+
+def test_implements_both_protocols(store):
+    """One object serves sync and async callers."""
+    assert isinstance(store, RateLimitStore)
+    assert isinstance(store, AsyncRateLimitStore)
+    assert store.ping()
+    assert asyncio.run(store.aping())
+
+
+def test_try_acquire_returns_the_full_decision(store, clock):
+    """Allowed decisions count down; a refusal says when, and consumes nothing."""
+    assert store.try_acquire("k", BUCKET) == Decision(True, 0.0, 1, 2, 1.0)
+    assert store.try_acquire("k", BUCKET) == Decision(True, 0.0, 0, 2, 2.0)
+    refused = store.try_acquire("k", BUCKET)
+    assert refused == Decision(False, 1.0, 0, 2, 2.0)
+    clock.advance(refused.retry_after)
+    assert store.try_acquire("k", BUCKET).allowed
+
+
+def test_async_methods_share_the_sync_state(store):
+    """atry_acquire/areset see the same buckets as the sync methods."""
+
+    async def main() -> list[bool]:
+        first = await store.atry_acquire("k", BUCKET)
+        second = store.try_acquire("k", BUCKET)
+        third = await store.atry_acquire("k", BUCKET)
+        await store.areset("k", BUCKET)
+        fourth = await store.atry_acquire("k", BUCKET)
+        await store.arelease("k", BUCKET, 1, 0.0)
+        await store.aclose()
+        return [first.allowed, second.allowed, third.allowed, fourth.allowed]
+
+    assert asyncio.run(main()) == [True, True, False, True]
+
+
+def test_keys_and_limits_are_separate(store):
+    """Different keys, and different limits for the same key, never share state."""
+    for _ in range(2):
+        assert store.try_acquire("a", BUCKET).allowed
+    assert not store.try_acquire("a", BUCKET).allowed
+    assert store.try_acquire("b", BUCKET).allowed
+    assert store.try_acquire("a", LOG).allowed
+    assert len(store) == 3
+
+
+def test_cost_is_checked_against_the_capacity(store):
+    """cost 0, above the capacity or not an int is a ConfigError naming cost."""
+    for bad in (0, 3, 1.5, True):
+        with pytest.raises(ConfigError, match="cost") as info:
+            store.try_acquire("k", BUCKET, bad)  # type: ignore[arg-type]
+        assert info.value.path == "cost"
+    with pytest.raises(ConfigError, match="limits"):
+        store.try_acquire("k", ())
+    assert store.try_acquire("k", BUCKET, 2).allowed
+
+
+def test_state_expires_lazily_once_empty(store, clock):
+    """A key whose state is empty again is forgotten on the next insertion: no timers."""
+    table = store.table(LOG)
+    store.try_acquire("old", LOG)
+    clock.advance(10.0)  # the log is empty from now on
+    store.try_acquire("new", LOG)
+    store.try_acquire("newer", LOG)
+    assert "old" not in table.keys
+    assert table.keys.expirations >= 1
+    assert table.keys.evictions == 0
+
+
+def test_max_keys_bounds_every_set_of_limits(clock):
+    """Beyond max_keys, the least recently used key is forgotten (and starts afresh)."""
+    store = MemoryStore(clock=clock, max_keys=3)
+    for key in "abcd":
+        store.try_acquire(key, BUCKET, 2)
+    table = store.table(BUCKET)
+    assert list(table.keys) == ["b", "c", "d"]
+    assert store.try_acquire("a", BUCKET, 2).allowed  # forgotten: a full bucket again
+    assert table.keys.evictions == 2
+
+
+def test_pinned_key_shares_state_with_lookups_and_is_never_evicted(clock):
+    """A limiter's pinned key is the same state through every path, and survives floods."""
+    store = MemoryStore(clock=clock, max_keys=2)
+    table = store.table(BUCKET)
+    store.try_acquire("fixed", BUCKET)
+    pin = table.pin("fixed")
+    assert pin.value is not None  # moved from the key map
+    assert table.admit_pinned(pin, 1, 0.0) == 0.0
+    assert not store.try_acquire("fixed", BUCKET).allowed
+    for key in range(10):
+        store.try_acquire(str(key), BUCKET)
+    assert table.pin("fixed") is pin
+    assert not table.decide_pinned(pin, 1, 0.0).allowed
+    store.reset("fixed", BUCKET)
+    assert table.decide_pinned(pin, 1, 0.0).allowed
+
+
+def test_booking_and_release(store, clock):
+    """max_wait books a place (FIFO); release gives it back."""
+    store.try_acquire("k", BUCKET, 2)
+    booked = store.try_acquire("k", BUCKET, max_wait=5.0)
+    assert booked == Decision(True, 1.0, 0, 2, 3.0)
+    after = store.try_acquire("k", BUCKET, max_wait=5.0)
+    assert after.retry_after == 2.0  # behind the first booking
+    store.release("k", BUCKET, 1, 2.0)
+    store.release("k", BUCKET, 1, 0.0)  # nothing left to wait: a no-op
+    store.release("unknown", BUCKET, 1, 1.0)
+    assert store.try_acquire("k", BUCKET, max_wait=5.0).retry_after == 2.0
+
+
+def test_several_limits_in_one_call(store, clock):
+    """Two limits decide together: the binding one is reported, a refusal consumes none."""
+    limits = (
+        Limit(algorithm="sliding_log", amount=2, period=1.0),
+        Limit(algorithm="fixed_window", amount=3, period=60.0),
+    )
+    assert store.try_acquire("k", limits) == Decision(True, 0.0, 1, 2, 1.0)
+    assert store.try_acquire("k", limits).allowed
+    refused = store.try_acquire("k", limits)
+    assert refused == Decision(False, 1.0, 0, 2, 1.0)
+    clock.advance(1.0)
+    assert store.try_acquire("k", limits) == Decision(True, 0.0, 0, 3, 59.0)
+    assert store.table(limits).peek("k") == Decision(False, 59.0, 0, 3, 59.0)
+    booked = store.try_acquire("k", limits, max_wait=100.0)
+    assert booked == Decision(True, 59.0, 0, 2, 60.0)  # the next per-minute window
+    store.release("k", limits, 1, 59.0)
+    assert store.table(limits).peek("k").retry_after == 59.0
+
+
+def test_peek_consumes_nothing(store):
+    """peek() reports the state as a Decision for cost 1."""
+    table = store.table(BUCKET)
+    assert table.peek("k") == Decision(True, 0.0, 2, 2, 0.0)
+    store.try_acquire("k", BUCKET, 2)
+    assert table.peek("k") == Decision(False, 1.0, 0, 2, 2.0)
+    assert table.peek("k") == table.peek("k")
+
+
+def test_from_url_and_options(clock):
+    """memory:// URLs, with max_keys in the query or as an option."""
+    assert isinstance(store_from_url("memory://"), MemoryStore)
+    assert store_from_url("memory://?max_keys=7").max_keys == 7
+    assert store_from_url("MEMORY://", clock=clock).clock is clock
+    assert store_from_url("memory://?max_keys=7", max_keys=9).max_keys == 9
+    for bad in ("memory://host", "memory://?max_keys=x", "memory://?ttl=3"):
+        with pytest.raises(ConfigError):
+            store_from_url(bad)
+    with pytest.raises(ConfigError, match="max_keys"):
+        MemoryStore(max_keys=0)
+    with pytest.raises(ConfigError, match="clock"):
+        MemoryStore(clock=object())  # type: ignore[arg-type]
+    assert "MemoryStore(max_keys=100000" in repr(MemoryStore())
+
+
+def test_unknown_schemes_and_registration():
+    """Unknown schemes are a ConfigError listing the known ones; backends register theirs."""
+    with pytest.raises(ConfigError, match="memory") as info:
+        store_from_url("nosuch://host")
+    assert info.value.path == "store"
+    with pytest.raises(ConfigError):
+        store_from_url("not a url")
+    made: list[tuple[str, dict[str, object]]] = []
+    register_store("test-scheme", lambda url, **options: made.append((url, options)) or "store")
+    assert store_from_url("test-scheme://x", a=1) == "store"
+    assert made == [("test-scheme://x", {"a": 1})]
+    register_store("test-lazy", "resilient.backends.memory:MemoryStore.from_url")
+    with pytest.raises(ConfigError):  # the lazy factory is the memory one: wrong scheme
+        store_from_url("test-lazy://")
+    assert "test-scheme" in store_schemes()
+    assert "limits+<scheme>" in store_schemes()
+    for bad_scheme, factory in (("", "x:y"), ("a://", "x:y"), ("ok", "no-colon")):
+        with pytest.raises(ConfigError):
+            register_store(bad_scheme, factory)
