@@ -98,11 +98,22 @@ class BoundedMap(Generic[K, V]):
 
     def add(self, key: K, value: V, expires_at: float, now: float) -> Entry[V]:
         """Insert *key*, known to be absent, making room if needed; the new entry."""
-        self._sweep(now)
-        if len(self._data) >= self.max_keys:
-            self._make_room()
-        entry = self._data[key] = Entry(value, expires_at)
+        entry = Entry(value, expires_at)
+        self.insert(key, entry, now)
         return entry
+
+    def insert(self, key: K, entry: Entry[V], now: float) -> None:
+        """Insert *entry* for *key*, known to be absent, making room if needed."""
+        data = self._data
+        if data:
+            self._sweep(now)
+            if len(data) >= self.max_keys:
+                if self._can_evict is None:  # the common case, inlined
+                    data.popitem(last=False)
+                    self.evictions += 1
+                else:
+                    self._make_room()
+        data[key] = entry
 
     def put(self, key: K, value: V, expires_at: float, now: float) -> None:
         """Store *value* for *key* until *expires_at*, making room if needed."""
@@ -148,9 +159,13 @@ class BoundedMap(Generic[K, V]):
     def _make_room(self) -> None:
         data = self._data
         can_evict = self._can_evict
+        if can_evict is None:
+            data.popitem(last=False)
+            self.evictions += 1
+            return
         for _ in range(_REFUSALS):
             key, entry = next(iter(data.items()))
-            if can_evict is None or can_evict(entry.value):
+            if can_evict(entry.value):
                 del data[key]
                 self.evictions += 1
                 return

@@ -150,9 +150,13 @@ class _Table:
         entry.value = booked
         return wait
 
-    def _lookup(self, key: Any, now: float) -> tuple[Entry[Any], bool]:
-        """The entry for *key* (lock held) and whether it is new (not stored yet)."""
-        entry = self._data.get(key)
+    def _lookup(self, key: Any, now: float, entry: Any = None) -> tuple[Entry[Any], bool]:
+        """The entry for *key* (lock held) and whether it is new (not stored yet).
+
+        *entry*: what the key map already returned for *key*, if the caller looked.
+        """
+        if entry is None:
+            entry = self._data.get(key)
         if entry is not None:
             if now < entry.expires_at:
                 self._data.move_to_end(key)
@@ -172,7 +176,7 @@ class _Table:
         elif new:
             entry.expires_at = now + self._horizon
         if new and entry.value is not None:
-            self.keys.add(key, entry.value, entry.expires_at, now)
+            self.keys.insert(key, entry, now)
 
     def admit(self, key: Any, cost: int, max_wait: float) -> float:
         """The policies' hot path (see :meth:`_take`): no :class:`Decision` is built."""
@@ -189,7 +193,7 @@ class _Table:
                 if wait >= 0:
                     entry.expires_at = now + wait + self._horizon
                 return wait
-            entry, new = self._lookup(key, now)
+            entry, new = self._lookup(key, now, entry)
             wait = self._take(entry, cost, max_wait, now)
             self._store(key, entry, new, wait, now)
             return wait
@@ -219,7 +223,8 @@ class _Table:
     def _decide_pinned(self, entry: Entry[Any], cost: int, max_wait: float) -> Decision:
         now = self._now()
         with self._lock:
-            return self._decision(entry.value, self._take(entry, cost, max_wait, now), now)
+            wait = self._take(entry, cost, max_wait, now)
+            return self._decision(entry.value, wait, now)
 
     def _decision(self, state: Any, wait: float, now: float) -> Decision:
         if self._single:
