@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
-from contextvars import ContextVar
 from typing import Any, Final, Literal
 
 from resilient._errors import (
@@ -15,8 +14,6 @@ from resilient._errors import (
     TimeoutExceededError,
 )
 from resilient._pipeline import Policy
-from resilient.observability._emit import Emitter
-from resilient.observability._events import CallFailed, CallRejected, Event, TimeoutExceeded
 
 from ._keys import KeySpec, TrustedProxies, key_function
 from ._plan import Plan, Route, RouteTable, as_route
@@ -73,8 +70,7 @@ def _retry_after_header(headers: Iterable[tuple[bytes, bytes]]) -> float | None:
 class _Exchange:
     """One request through the policies: what the app has sent so far.
 
-    Lives for one request only (never on the middleware), and is the only thing
-    the annotating listener reads, through a context variable.
+    Lives for one request only, never on the middleware.
     """
 
     __slots__ = (
@@ -82,9 +78,7 @@ class _Exchange:
         "extra",
         "failed",
         "failure",
-        "method",
         "retry_after",
-        "route",
         "send_",
         "started",
         "status",
@@ -95,14 +89,10 @@ class _Exchange:
         send: Send,
         extra: Headers | None,
         failure: Callable[[int], bool],
-        method: str,
-        route: str | None,
     ) -> None:
         self.send_ = send
         self.extra = extra
         self.failure = failure
-        self.method = method
-        self.route = route
         self.started = False
         self.status = 0
         self.app_error: BaseException | None = None
@@ -131,45 +121,6 @@ class _Exchange:
         if not status or self.failure(status):  # no response at all: the server sends 500
             failed = self.failed = FailedResponseError(status or 500, self.retry_after)
             raise failed
-
-
-_CURRENT: ContextVar[_Exchange | None] = ContextVar("resilient_asgi_exchange", default=None)
-
-
-class _Annotate:
-    """A listener placed first on the middleware's policies: during a request it
-    adds ``method``, ``route`` (the matching route's pattern) and ``status`` to
-    their events. Never the path, the query or a key."""
-
-    call_events = False
-
-    def __call__(self, event: Event) -> None:
-        exchange = _CURRENT.get()
-        if exchange is None:
-            return
-        attributes = event.attributes
-        attributes.setdefault("method", exchange.method)
-        if exchange.route is not None:
-            attributes.setdefault("route", exchange.route)
-        status: int | None = exchange.status or None
-        if isinstance(event, CallRejected):
-            status = 429 if event.reason == "rate_limited" else 503
-        elif isinstance(event, CallFailed) and isinstance(event.exception, FailedResponseError):
-            status = event.exception.status
-        elif isinstance(event, TimeoutExceeded) and not exchange.started:
-            status = 504
-        if status is not None:
-            attributes.setdefault("status", status)
-
-
-_ANNOTATE: Final = _Annotate()
-
-
-def _annotate(plan: Plan) -> None:
-    for policy in plan.policies:
-        emitter = getattr(policy, "_emitter", None)
-        if isinstance(emitter, Emitter) and _ANNOTATE not in emitter.local:
-            emitter.local = (_ANNOTATE, *emitter.local)
 
 
 def _failure_predicate(value: object) -> Callable[[int], bool]:
@@ -285,11 +236,12 @@ class ResilienceMiddleware:
             routes = _registry_routes(registry)
         route_list = [as_route(item) for item in (routes or ())]
         self._table = RouteTable(
-            tuple(policies), route_list, registry, key_function(key, path="key"), _annotate
+            tuple(policies), route_list, registry, key_function(key, path="key")
         )
         self._routed = self._table.routed
         self._named = registry is not None
         self._default = self._table.default()
+        self._dynamic = self._routed or self._named
 
     # -- routing -------------------------------------------------------------------------
 
@@ -316,38 +268,33 @@ class ResilienceMiddleware:
             else:
                 await self.app(scope, receive, send)
             return
-        method = scope["method"]
-        plan = self._default if not (self._routed or self._named) else self._plan(scope, method)
+        plan = self._plan(scope, scope["method"]) if self._dynamic else self._default
         if plan is None:
             await self.app(scope, receive, send)
             return
-        guard = plan.guard
-        exchange = _Exchange(send, None, self._failure, method, plan.route)
-        token = _CURRENT.set(exchange)
-        try:
-            if plan.limiters:
-                extra = await self._limit(plan, scope, send, http=True)
-                if extra is _REFUSED:
-                    return
-                exchange.extra = extra
-            if guard is None:
-                await self.app(scope, receive, exchange.send if exchange.extra else send)
+        extra: Headers | None = None
+        if plan.limiters:
+            extra = await self._limit(plan, scope, send, http=True)
+            if extra is _REFUSED:
                 return
-            try:
-                await guard.acall(exchange.run, self.app, scope, receive)
-            except FailedResponseError as exc:
-                if exc is not exchange.failed:
-                    raise
-            except RejectedError as exc:
-                if exc is exchange.app_error or exchange.started:
-                    raise
-                await self._refuse(send, exc, exchange.extra)
-            except TimeoutExceededError as exc:
-                if exc is exchange.app_error or exchange.started:
-                    raise
-                await self._timed_out(send, exc, exchange.extra)
-        finally:
-            _CURRENT.reset(token)
+        guard = plan.guard
+        if guard is None:
+            await self.app(scope, receive, send if extra is None else _adding(send, extra))
+            return
+        exchange = _Exchange(send, extra, self._failure)
+        try:
+            await guard.acall(exchange.run, self.app, scope, receive)
+        except FailedResponseError as exc:
+            if exc is not exchange.failed:
+                raise
+        except RejectedError as exc:
+            if exc is exchange.app_error or exchange.started:
+                raise
+            await self._refuse(send, exc, extra)
+        except TimeoutExceededError as exc:
+            if exc is exchange.app_error or exchange.started:
+                raise
+            await self._timed_out(send, exc, extra)
 
     # -- rate limits -----------------------------------------------------------------------
 
@@ -460,12 +407,7 @@ class ResilienceMiddleware:
             await self.app(scope, receive, send)
             return
         denial = "websocket.http.response" in (scope.get("extensions") or {})
-        exchange = _Exchange(send, None, self._failure, "GET", plan.route)
-        token = _CURRENT.set(exchange)
-        try:
-            extra = await self._limit(plan, scope, send if denial else _discard, http=False)
-        finally:
-            _CURRENT.reset(token)
+        extra = await self._limit(plan, scope, send if denial else _discard, http=False)
         if extra is not _REFUSED:
             await self.app(scope, receive, send)
             return
@@ -475,6 +417,17 @@ class ResilienceMiddleware:
 
     def __repr__(self) -> str:
         return f"ResilienceMiddleware(app={self.app!r})"
+
+
+def _adding(send: Send, extra: Headers) -> Send:
+    """*send*, adding *extra* header fields to the response start."""
+
+    async def send_adding(message: Message) -> None:
+        if message["type"] == _START:
+            message = {**message, "headers": [*message.get("headers", ()), *extra]}
+        await send(message)
+
+    return send_adding
 
 
 async def _discard(message: Message) -> None:

@@ -241,7 +241,7 @@ class RouteTable:
             raise ConfigError("registry", registry, "a mapping of names to policies (a Registry)")
         self.registry = registry
         self._prepare = prepare
-        self._default = _Slot(policies, key, None, "policies")
+        self._default = _Slot(_target_items(policies, "policies"), key, None, "policies")
         self._routes: list[tuple[Callable[[str], Any], frozenset[str] | None, _Slot]] = []
         for index, route in enumerate(routes):
             route_key = key if route.key is None else key_function(route.key, path="Route.key")
