@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from ._duration import to_seconds
+from ._duration import Duration, to_seconds
 from ._errors import ConfigError
 
 __all__ = [
@@ -68,22 +68,23 @@ class CountWindow:
         return CountTally(self.size)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class TimeWindow:
     """Judge the breaker on the calls of the last ``seconds`` (default 60 s).
 
     ``buckets`` (default 10) sets the resolution: outcomes expire a bucket
     (``seconds / buckets``) at a time. ``seconds`` accepts a number, a
-    ``timedelta`` or a string such as ``"30s"``.
+    ``timedelta`` or a string such as ``"30s"``; it is stored in seconds.
     """
 
-    seconds: float = 60.0
-    buckets: int = 10
+    seconds: float
+    buckets: int
 
-    def __post_init__(self) -> None:
-        seconds = to_seconds(self.seconds, name="window.seconds", allow_zero=False)
-        object.__setattr__(self, "seconds", seconds)
-        _positive_int(self.buckets, "window.buckets", _MAX_BUCKETS)
+    def __init__(self, seconds: Duration = 60.0, buckets: int = 10) -> None:
+        object.__setattr__(
+            self, "seconds", to_seconds(seconds, name="window.seconds", allow_zero=False)
+        )
+        object.__setattr__(self, "buckets", _positive_int(buckets, "window.buckets", _MAX_BUCKETS))
 
     @property
     def width(self) -> float:
