@@ -250,7 +250,7 @@ def test_route_values():
     ) == [
         "policies.yaml:3: routes.httpx.0.methods: expected an HTTP method such as 'GET', or a "
         "list of them, got ['GE T']",
-        "policies.yaml:4: routes.asgi.0.key: expected 'client', 'global', 'path', "
+        "policies.yaml:4: routes.asgi.0.key: expected 'client', 'global', 'path', 'user', "
         "'header:<Name>' or a callable by import path such as 'myapp.keys:tenant', got 'header:'",
         "policies.yaml:5: routes.grpc.0.side: expected one of 'client', 'server', got 'both'",
     ]

@@ -191,7 +191,7 @@ policies:
     rate_limit: {rate: 10 per second, algorithm: fixed_window}
 routes:
   httpx:
-    - {policy: full, host: "*.example.com", path: /v1/*, methods: [get, PUT]}
+    - {policy: full, host: "*.example.com", path: /v1, methods: [get, PUT]}
   asgi:
     - {policy: windows, path: "/api/*", methods: POST, key: "header:X-Api-Key"}
   grpc:
@@ -559,8 +559,9 @@ def test_routes_match_first_wins():
         policies: {a: {}, b: {}, c: {}}
         routes:
           httpx:
-            - {policy: a, host: "*.Example.com", path: "/v1/*", methods: [POST]}
-            - {policy: b, host: api.example.com}
+            - {policy: a, host: "*.Example.com", path: /v1/, methods: [POST]}
+            - {policy: b, host: "api.example.com:8443"}
+            - {policy: c, host: api.example.com}
           asgi:
             - {policy: a, path: "/admin/*", methods: [GET, post]}
             - {policy: c}
@@ -570,14 +571,76 @@ def test_routes_match_first_wins():
         """
     )
     routes = registry.routes
+    assert routes.httpx[0].host == "*.example.com"
+    assert routes.httpx[0].path == "/v1"
     assert routes.for_httpx("post", "API.example.com", "/v1/charges").policy == "a"
-    assert routes.for_httpx("GET", "api.example.com", "/v1/charges").policy == "b"
-    assert routes.for_httpx("GET", "other.org", "/") is None
+    assert routes.for_httpx("POST", "api.example.com", "/v10").policy == "c"
+    assert routes.for_httpx("GET", "api.example.com", "/v1/charges", 8443).policy == "b"
+    assert routes.for_httpx("GET", "example.com", "/") is None  # not the apex
     assert routes.for_asgi("POST", "/admin/users").policy == "a"
     assert routes.for_asgi("DELETE", "/admin/users").policy == "c"
-    assert routes.for_grpc("shop.v1.Orders", "CreateOrder", "server").policy == "a"
-    assert routes.for_grpc("/shop.v1.Orders/CreateOrder", side="client").policy == "b"
-    assert routes.for_grpc("/other.Svc/X") is None
+    server, client = routes.grpc
+    assert server.pattern == "shop.v1.Orders/Create*"
+    assert server.matches("/shop.v1.Orders/CreateOrder", "server")
+    assert not server.matches("/shop.v1.Orders/CreateOrder", "client")
+    assert client.matches("/shop.v2.Carts/Get")
+
+
+def test_grpc_routes_are_a_live_mapping_for_the_interceptors():
+    registry = load(
+        """
+        policies: {a: {retry: 2}, b: {timeout: 1s}}
+        routes:
+          grpc:
+            - {policy: a, service: "shop.v1.Orders", side: client}
+            - {policy: b, service: "shop.v1.Orders", method: Get, side: server}
+            - {policy: b}
+        """
+    )
+    client = registry.grpc_routes("client")
+    assert dict(client) == {"shop.v1.Orders/*": registry["a"], "*": registry["b"]}
+    server = registry.grpc_routes("server")
+    assert list(server) == ["shop.v1.Orders/Get", "*"]
+    assert len(registry.grpc_routes()) == 3
+    old = client["*"]
+    registry.reload(
+        "policies: {a: {retry: 2}, b: {timeout: 2s}}\nroutes: {grpc: [{policy: b}]}\n", "yaml"
+    )
+    assert client["*"] is registry["b"] is not old
+    assert list(client) == ["*"]
+    with pytest.raises(rs.ConfigError):
+        registry.grpc_routes("both")
+
+
+def test_httpx_routes_match_as_the_transport_does():
+    pytest.importorskip("httpx")
+    registry = load(
+        """
+        policies: {a: {}, b: {}}
+        routes:
+          httpx:
+            - {policy: a, host: "*.example.com", path: /v1, methods: [GET]}
+            - {policy: b, host: "api.example.com:8443", path: /}
+            - {policy: b, host: "API.other.org"}
+        """
+    )
+    adapter_routes = registry.routes.httpx_routes()
+    assert [r.policy for r in adapter_routes] == ["a", "b", "b"]
+    requests = [
+        ("GET", "api.example.com", None, "/v1/x"),
+        ("GET", "api.example.com", None, "/v10"),
+        ("POST", "api.example.com", None, "/v1"),
+        ("GET", "example.com", None, "/v1"),
+        ("GET", "api.example.com", 8443, "/anything"),
+        ("GET", "api.other.org", None, "/"),
+        ("PUT", "api.other.org", 80, "/"),
+    ]
+    for method, host, port, path in requests:
+        host_port = host if port is None else f"{host}:{port}"
+        for mine, theirs in zip(registry.routes.httpx, adapter_routes, strict=True):
+            assert mine.matches(method, host, path, port) == theirs.matches(
+                host, host_port, path, method
+            ), (mine, method, host, port, path)
 
 
 # -- the registry ----------------------------------------------------------------------------

@@ -4,6 +4,7 @@ thread, and calls running while it happens."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import textwrap
@@ -28,10 +29,13 @@ policies:
 """
 
 
+_versions = itertools.count(1)
+
+
 def write(path: Path, text: str) -> None:
     path.write_text(textwrap.dedent(text))
-    # Make each version look different to stat() even within the clock's resolution.
-    stamp = path.stat().st_mtime_ns + 1_000_000_000 * (1 + len(text))
+    # Give each version its own modification time, whatever the filesystem's resolution.
+    stamp = (1_700_000_000 + next(_versions)) * 1_000_000_000
     os.utime(path, ns=(stamp, stamp))
 
 

@@ -355,6 +355,16 @@ class Registry(Mapping[str, Pipeline]):
         self.require(name)
         return LivePolicy(self, name)
 
+    def grpc_routes(self, side: str | None = None) -> Mapping[str, Pipeline]:
+        """The gRPC routes as the interceptors take them (``routes=``): a mapping of method
+        pattern to the pipeline its policy has *now*, so reloaded policies are followed.
+
+        Args:
+            side: ``"client"`` or ``"server"`` keeps the routes for that side (and those
+                for both); ``None`` keeps all.
+        """
+        return _GrpcRoutes(self, side)
+
     def describe(self, name: str | None = None) -> str:
         """The resolved pipelines as text (what ``resilient show`` prints)."""
         from ._render import describe
@@ -364,6 +374,35 @@ class Registry(Mapping[str, Pipeline]):
     def __repr__(self) -> str:
         where = f" from {self.source!r}" if self.source else ""
         return f"<Registry{where}: {', '.join(self) or 'no policies'}>"
+
+
+class _GrpcRoutes(Mapping[str, Pipeline]):
+    """A live view: method pattern -> the registry's current pipeline for its policy."""
+
+    def __init__(self, registry: Registry, side: str | None) -> None:
+        if side not in (None, "client", "server"):
+            raise ConfigError("side", side, "'client', 'server' or None")
+        self._registry = registry
+        self._side = side
+
+    def _table(self) -> dict[str, str]:
+        table: dict[str, str] = {}
+        for route in self._registry.routes.grpc:
+            if self._side is None or route.side in (None, self._side):
+                table.setdefault(route.pattern, route.policy)
+        return table
+
+    def __getitem__(self, pattern: str) -> Pipeline:
+        return self._registry[self._table()[pattern]]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(self._table())
+
+    def __repr__(self) -> str:
+        return f"<gRPC routes: {self._table()!r}>"
 
 
 class LivePolicy(PolicyBase):

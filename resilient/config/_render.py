@@ -220,19 +220,17 @@ def describe(registry: Registry, name: str | None = None) -> str:
         lines.append("")
     routes = document.routes
     if name is None and (routes.httpx or routes.asgi or routes.grpc):
-        lines.append("routes (first match wins):")
+        lines.append("routes:")
         for r in routes.httpx:
             methods = ",".join(r.methods) or "*"
-            lines.append(
-                f"  httpx {methods} {r.host}{'' if r.path == '*' else r.path} -> {r.policy}"
-            )
+            lines.append(f"  httpx {methods} {r.host or '*'}{r.path or ''} -> {r.policy}")
         for a in routes.asgi:
             methods = ",".join(a.methods) or "*"
             key = f" per {a.key}" if a.key else ""
             lines.append(f"  asgi  {methods} {a.path}{key} -> {a.policy}")
         for g in routes.grpc:
             side = f" ({g.side})" if g.side else ""
-            lines.append(f"  grpc  /{g.service}/{g.method}{side} -> {g.policy}")
+            lines.append(f"  grpc  {g.pattern}{side} -> {g.policy}")
         lines.append("")
     if name is None:
         other = [w for w in registry.warnings if not w.path.startswith("policies.")]
@@ -407,7 +405,7 @@ def _md(text: str) -> str:
 
 def _default(prop: dict[str, Any]) -> str:
     if "default" not in prop:
-        return ""
+        return "empty"  # a default_factory: an empty mapping or list
     value = prop["default"]
     if value == {} or value == []:
         return "empty"

@@ -266,9 +266,9 @@ def _methods(value: Any) -> tuple[str, ...]:
     return tuple(item.strip().upper() for item in items)
 
 
-_KEY_RE = re.compile(r"^(client|global|path|header:[!#$%&'*+\-.^_`|~0-9A-Za-z]+)$")
+_KEY_RE = re.compile(r"^(client|global|path|user|header:[!#$%&'*+\-.^_`|~0-9A-Za-z]+)$", re.I)
 _KEY_EXPECTED = (
-    "'client', 'global', 'path', 'header:<Name>' or a callable by import path "
+    "'client', 'global', 'path', 'user', 'header:<Name>' or a callable by import path "
     "such as 'myapp.keys:tenant'"
 )
 
@@ -281,6 +281,36 @@ def _key_spec(value: Any) -> str:
     raise ConfigError("", value, _KEY_EXPECTED)
 
 
+_HOST_EXPECTED = "a host name, '*.suffix' or 'host:port'"
+_PREFIX_EXPECTED = "a path prefix starting with '/'"
+
+
+def _host(value: Any) -> str:
+    if not isinstance(value, str) or not value or "/" in value or value.strip() != value:
+        raise ConfigError("", value, _HOST_EXPECTED)
+    return value.lower()
+
+
+def _prefix(value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise ConfigError("", value, _PREFIX_EXPECTED)
+    return value.rstrip("/") or "/"
+
+
+Host = Annotated[
+    str,
+    _Scalar(
+        _host,
+        _HOST_EXPECTED,
+        {"type": "string", "pattern": r"^[^/\s]+$", "x-type": "host pattern"},
+    ),
+]
+PathPrefix = Annotated[
+    str,
+    _Scalar(
+        _prefix, _PREFIX_EXPECTED, {"type": "string", "pattern": "^/", "x-type": "path prefix"}
+    ),
+]
 Duration = Annotated[float, _duration(positive=False)]
 PositiveDuration = Annotated[float, _duration(positive=True)]
 Count = Annotated[int, _number(int, ge=1, expected="an integer >= 1")]
@@ -333,9 +363,7 @@ Methods = Annotated[
         },
     ),
 ]
-KeySpec = Annotated[
-    str, _Scalar(_key_spec, _KEY_EXPECTED, {"type": "string", "x-type": "key (see below)"})
-]
+KeySpec = Annotated[str, _Scalar(_key_spec, _KEY_EXPECTED, {"type": "string", "x-type": "key"})]
 OnBackendError: TypeAlias = Literal["raise", "allow", "deny", "local"]
 
 # -- policy sections -------------------------------------------------------------------------
@@ -720,44 +748,60 @@ def _glob(pattern: str, text: str) -> bool:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HttpxRoute:
-    """Outgoing httpx requests matching ``host``, ``path`` and ``methods`` use ``policy``."""
+    """Outgoing httpx requests matching ``host``, ``path`` and ``methods`` use ``policy``
+    (the transport tries its routes in order; the first match wins)."""
 
     __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
 
     policy: str
     """The policy to use."""
-    host: str = "*"
-    """A glob on the request's host, without the port (case-insensitive)."""
-    path: str = "*"
-    """A glob on the URL path."""
+    host: Host | None = None
+    """``api.example.com`` (exact, case-insensitive), ``*.example.com`` (any subdomain, not
+    the apex) or ``api.example.com:8443`` (with the port); ``null``: every host."""
+    path: PathPrefix | None = None
+    """A path prefix matched on segment boundaries (``/v2`` matches ``/v2`` and ``/v2/users``,
+    not ``/v20``); ``null``: every path."""
     methods: Methods = ()
     """The HTTP methods it applies to; empty: all."""
 
-    def matches(self, method: str, host: str, path: str) -> bool:
-        """Whether a request (``"GET"``, ``"api.example.com"``, ``"/v1/x"``) matches."""
-        return (
-            (not self.methods or method.upper() in self.methods)
-            and _glob(self.host.lower(), host.lower())
-            and _glob(self.path, path)
-        )
+    def matches(self, method: str, host: str, path: str, port: int | None = None) -> bool:
+        """Whether a request (``"GET"``, ``"api.example.com"``, ``"/v2/users"``) matches, as
+        the httpx transport decides it."""
+        if self.methods and method.upper() not in self.methods:
+            return False
+        pattern, host = self.host, host.lower()
+        if pattern is not None:
+            if pattern.startswith("*."):
+                if not host.endswith(pattern[1:]):
+                    return False
+            elif ":" in pattern:
+                if pattern != f"{host}:{port}":
+                    return False
+            elif pattern != host:
+                return False
+        prefix = self.path
+        if prefix is None or prefix == "/" or path == prefix:
+            return True
+        return path.startswith(prefix + "/")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AsgiRoute:
-    """Incoming requests matching ``path`` and ``methods`` go through ``policy``."""
+    """Incoming requests matching ``path`` and ``methods`` go through ``policy`` (the
+    middleware tries its routes in order; the first match wins)."""
 
     __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
 
     policy: str
     """The policy to use."""
     path: str = "*"
-    """A glob on the request path."""
+    """A glob on the request path (``/api/*``; ``*`` also crosses ``/``)."""
     methods: Methods = ()
     """The HTTP methods it applies to; empty: all."""
     key: KeySpec | None = None
-    """What a rate limit is counted per: ``client`` (the client address), ``global``,
-    ``path``, ``header:<Name>``, or a callable ``(scope) -> str`` by import path;
-    ``null``: the middleware's default (the client address)."""
+    """What its rate limits count per: ``client`` (the client address), ``global`` (one
+    limit for all), ``path``, ``user``, ``header:<Name>``, or a callable ``(scope) -> str``
+    by import path; ``null``: the middleware's key (by default the client address)."""
 
     def matches(self, method: str, path: str) -> bool:
         """Whether a request (``"POST"``, ``"/api/orders"``) matches."""
@@ -766,59 +810,69 @@ class AsgiRoute:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GrpcRoute:
-    """gRPC calls whose service and method match use ``policy``."""
+    """gRPC calls whose service and method match use ``policy``. The interceptors rank the
+    patterns: an exact method, then a whole service, then other globs in file order, then
+    ``*``."""
 
     __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
 
     policy: str
     """The policy to use."""
     service: str = "*"
-    """A glob on the full service name (``package.Service``)."""
+    """The full service name (``package.Service``), or a glob on it."""
     method: str = "*"
-    """A glob on the method name."""
+    """The method name, or a glob on it."""
     side: Literal["client", "server"] | None = None
-    """Only for client or server interceptors; ``null``: both."""
+    """Only for client or only for server interceptors; ``null``: both."""
 
-    def matches(self, service: str, method: str, side: str | None = None) -> bool:
-        """Whether a call (``"shop.v1.Orders"``, ``"Create"``) matches, on *side*."""
+    @property
+    def pattern(self) -> str:
+        """The interceptors' method pattern: ``package.Service/Method`` (or a glob)."""
         return (
-            (self.side is None or side is None or side == self.side)
-            and _glob(self.service, service)
-            and _glob(self.method, method)
+            "*" if self.service == "*" and self.method == "*" else f"{self.service}/{self.method}"
         )
+
+    def matches(self, full_method: str, side: str | None = None) -> bool:
+        """Whether a call (``"/shop.v1.Orders/Create"``) matches this pattern, on *side*."""
+        if self.side is not None and side is not None and side != self.side:
+            return False
+        return _glob(self.pattern, full_method.lstrip("/"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Routes:
-    """Which requests the adapters send through which policy; the first match wins."""
+    """Which requests the adapters send through which policy."""
 
     __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
 
     httpx: tuple[HttpxRoute, ...] = ()
-    """Routes for ``resilient.adapters.httpx`` transports."""
+    """Routes for ``resilient.adapters.httpx`` transports
+    (``ResilientTransport(registry=registry, routes=registry.routes.httpx_routes())``)."""
     asgi: tuple[AsgiRoute, ...] = ()
-    """Routes for ``resilient.adapters.asgi.ResilienceMiddleware``."""
+    """Routes for ``resilient.adapters.asgi.ResilienceMiddleware`` (read from its
+    ``registry=``)."""
     grpc: tuple[GrpcRoute, ...] = ()
-    """Routes for the ``resilient.adapters.grpc`` interceptors."""
+    """Routes for the ``resilient.adapters.grpc`` interceptors
+    (``routes=registry.grpc_routes("client")``)."""
 
-    def for_httpx(self, method: str, host: str, path: str) -> HttpxRoute | None:
+    def for_httpx(
+        self, method: str, host: str, path: str, port: int | None = None
+    ) -> HttpxRoute | None:
         """The first httpx route matching the request, or ``None``."""
-        return next((r for r in self.httpx if r.matches(method, host, path)), None)
+        return next((r for r in self.httpx if r.matches(method, host, path, port)), None)
 
     def for_asgi(self, method: str, path: str) -> AsgiRoute | None:
         """The first ASGI route matching the request, or ``None``."""
         return next((r for r in self.asgi if r.matches(method, path)), None)
 
-    def for_grpc(
-        self, service: str, method: str | None = None, side: str | None = None
-    ) -> GrpcRoute | None:
-        """The first gRPC route matching the call, or ``None``.
+    def httpx_routes(self) -> tuple[Any, ...]:
+        """The httpx routes as ``resilient.adapters.httpx.Route`` objects naming registry
+        policies (needs httpx)."""
+        from ..adapters.httpx import Route
 
-        *service* may also be a full method name, ``"/package.Service/Method"``.
-        """
-        if method is None:
-            service, _, method = service.lstrip("/").partition("/")
-        return next((r for r in self.grpc if r.matches(service, method, side)), None)
+        return tuple(
+            Route(r.policy, host=r.host, path=r.path, methods=r.methods or None) for r in self.httpx
+        )
 
 
 # Resolved to a "$ref" to a copy of PolicySettings with nothing required, by json_schema().
@@ -837,7 +891,7 @@ class ConfigDocument:
     """Named state stores, referred to by ``backend:`` in limiters."""
     defaults: Annotated[dict[str, Any], _JsonAs(PARTIAL_POLICY)] = field(default_factory=dict)
     """Default settings for each section kind, applied to the sections a policy has (a
-    policy without a ``retry`` gets no retry from here); may also hold a default ``order``."""
+    policy without a ``retry`` gets no retry from here)."""
     bases: Annotated[
         dict[str, dict[str, Any]],
         _JsonAs({"type": "object", "additionalProperties": PARTIAL_POLICY}),
