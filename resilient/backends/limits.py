@@ -22,11 +22,13 @@ What differs from resilient's own stores, because ``limits`` decides:
   bound: ``limits`` does not expose the log).
 
 Storage errors are raised as :class:`~resilient.BackendError` with the original
-as ``__cause__``.
+as ``__cause__``. The async storage (``async+`` variant of the URI) is built on
+first use and, like its client, belongs to the event loop that first used it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -200,12 +202,17 @@ class LimitsStore:
             return False
 
     def close(self) -> None:
-        """Drop the storages (``limits`` storages have no close; their clients are collected)."""
+        """Close the sync storage's client (best effort: ``limits`` storages have no
+        ``close``) and forget both storages; use :meth:`aclose` for the async one."""
         storage, self._storage, self._async_storage = self._storage, None, None
         self._plans.clear()
         timer = getattr(storage, "timer", None)  # the in-memory storage's expiry timer
         if timer is not None:
             timer.cancel()
+        client = _client(storage)
+        if client is not None and callable(getattr(client, "close", None)):
+            with contextlib.suppress(Exception):
+                client.close()
 
     # -- async
 
@@ -266,7 +273,18 @@ class LimitsStore:
             return False
 
     async def aclose(self) -> None:
+        """Close both storages' clients (best effort)."""
+        client = _client(self._async_storage)
         self.close()
+        if client is not None and callable(getattr(client, "aclose", None)):
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+
+def _client(storage: Any) -> Any:
+    """The client object inside a ``limits`` storage, if it has one (Redis, Valkey...)."""
+    holder = getattr(storage, "bridge", storage)  # limits.aio keeps it in a bridge
+    return getattr(holder, "storage", None)
 
 
 def _ids(step: tuple[Any, Any, Limit], key: str) -> tuple[str, str]:
