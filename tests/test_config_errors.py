@@ -469,3 +469,27 @@ def test_long_values_are_shortened():
     assert line.startswith("policies.yaml:3: policies.p.description: expected a string, got [1, ")
     assert line.endswith("...")
     assert len(line) < 160
+
+
+def test_backend_errors():
+    assert errors_of(
+        """
+        backends:
+          a: {url: "nosuch://x"}
+          b: {url: "memory://?max_keys=x"}
+          c: {url: "memory://", prefix: app}
+        """
+    ) == [
+        "policies.yaml:2: backends.a.url: expected a URL with a known scheme: "
+        + ", ".join(__import__("resilient.backends").backends.store_schemes())
+        + ", got 'nosuch://x'",
+        "policies.yaml:3: backends.b.url: expected max_keys to be an int >= 1, "
+        "got 'memory://?max_keys=x'",
+        "policies.yaml:4: backends.c: this store does not take prefix, got 'memory://'",
+    ]
+    assert errors_of("backends:\n  d: {prefix: app}\n  e: {url: localhost}\n") == [
+        "policies.yaml:2: backends.d.url: missing required key; expected a store URL such as "
+        "'memory://' or 'redis://host:6379/0'",
+        "policies.yaml:3: backends.e.url: expected a store URL such as 'memory://' or "
+        "'redis://host:6379/0', got 'localhost'",
+    ]

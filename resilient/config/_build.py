@@ -141,7 +141,11 @@ class _Builder:
         try:
             store = store_from_url(backend.url, **options)
         except ConfigError as exc:
-            self.errors.append(self.locator.error((*path, "url"), backend.url, exc.expected))
+            expected = exc.expected
+            option = exc.path.rpartition(".")[2] if exc.path != "store" else ""
+            if option:
+                expected = f"{option} to be {expected}"
+            self.errors.append(self.locator.error((*path, "url"), backend.url, expected))
             return
         except TypeError:
             keys = ", ".join(sorted(set(options) - {"clock"}))

@@ -17,7 +17,7 @@ import fnmatch
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Annotated, Any, ClassVar, Literal, TypeAlias
 
 from .._duration import parse_rates, to_seconds
@@ -310,6 +310,18 @@ PathPrefix = Annotated[
     _Scalar(
         _prefix, _PREFIX_EXPECTED, {"type": "string", "pattern": "^/", "x-type": "path prefix"}
     ),
+]
+_URL_EXPECTED = "a store URL such as 'memory://' or 'redis://host:6379/0'"
+
+
+def _url(value: Any) -> str:
+    if not isinstance(value, str) or "://" not in value:
+        raise ConfigError("", value, _URL_EXPECTED)
+    return value.strip()
+
+
+StoreUrl = Annotated[
+    str, _Scalar(_url, _URL_EXPECTED, {"type": "string", "pattern": "://", "x-type": "URL"})
 ]
 Duration = Annotated[float, _duration(positive=False)]
 PositiveDuration = Annotated[float, _duration(positive=True)]
@@ -732,7 +744,7 @@ class BackendSettings:
 
     __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
 
-    url: str
+    url: StoreUrl
     """``memory://``, ``redis://[:password@]host[:port][/db]``, ``rediss://...`` or
     ``redis+cluster://host:port``. Credentials are redacted whenever it is shown."""
     on_backend_error: OnBackendError | None = None
@@ -902,8 +914,3 @@ class ConfigDocument:
     """The named policies: ``registry["name"]`` is the built pipeline."""
     routes: Routes = field(default_factory=Routes)
     """Which requests the adapters send through which policy."""
-
-
-def field_names(cls: type) -> tuple[str, ...]:
-    """The keys a section (a settings dataclass) accepts."""
-    return tuple(f.name for f in fields(cls))
