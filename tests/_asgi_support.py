@@ -217,22 +217,52 @@ def serve_workers(target: str, workers: int, env: dict[str, str]) -> Iterator[st
 
 def worker_app() -> Any:
     """The app each worker process builds: one rate limit on the store named by
-    ``ASGI_TEST_STORE``, ``ASGI_TEST_RATE`` requests per hour, counted per client."""
+    ``ASGI_TEST_STORE`` (``ASGI_TEST_RATE``, per client), ``/health`` exempt, and the
+    worker's pid on every response (``x-pid``, added outside the middleware)."""
     from starlette.applications import Starlette
     from starlette.requests import Request
-    from starlette.responses import JSONResponse
+    from starlette.responses import PlainTextResponse
     from starlette.routing import Route as StarletteRoute
 
-    from resilient.adapters.asgi import ResilienceMiddleware
+    from resilient.adapters.asgi import ResilienceMiddleware, Route
 
-    async def pid(request: Request) -> JSONResponse:
-        return JSONResponse({"pid": os.getpid()})
+    async def hello(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("hello")
 
-    app = Starlette(routes=[StarletteRoute("/", pid)])
-    store = os.environ["ASGI_TEST_STORE"]
-    limiter = SlidingWindow(os.environ.get("ASGI_TEST_RATE", "20/hour"), store=store, name="fleet")
-    app.add_middleware(ResilienceMiddleware, limiter)
-    return app
+    app = Starlette(routes=[StarletteRoute("/", hello), StarletteRoute("/health", hello)])
+    limiter = SlidingWindow(
+        os.environ.get("ASGI_TEST_RATE", "20/hour"),
+        store=os.environ["ASGI_TEST_STORE"],
+        name="fleet",
+    )
+    app.add_middleware(ResilienceMiddleware, limiter, routes=[Route(None, path="/health")])
+    pid = str(os.getpid()).encode()
+
+    async def with_pid(scope: Scope, receive: Any, send: Any) -> None:
+        async def send_pid(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), (b"x-pid", pid)]
+            await send(message)
+
+        await app(scope, receive, send_pid if scope["type"] == "http" else send)
+
+    return with_pid
+
+
+async def worker_pids(url: str, want: int, *, give_up: float = 30.0) -> set[str]:
+    """Ask ``/health`` on fresh connections until *want* workers have answered."""
+    import httpx
+
+    seen: set[str] = set()
+    deadline = time.monotonic() + give_up
+    limits = httpx.Limits(max_keepalive_connections=0)
+    async with httpx.AsyncClient(limits=limits, timeout=10) as client:
+        while len(seen) < want:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"only {len(seen)} of {want} workers answered")
+            answers = await asyncio.gather(*(client.get(url + "/health") for _ in range(8)))
+            seen.update(a.headers["x-pid"] for a in answers)
+    return seen
 
 
 def tenant_key(scope: Scope) -> str | None:

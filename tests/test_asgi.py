@@ -768,6 +768,16 @@ async def test_a_registrys_own_asgi_routes_are_used(clock):
     assert (await call(mw, http_scope("/other"))).status == 200
 
 
+async def test_a_retry_in_a_registry_pipeline_is_skipped(clock):
+    """The policy file's linter warns about it; the middleware never retries."""
+    app = Hello(status=503)
+    retry = rs.Retry(attempts=3, retry_on=Exception, clock=clock)
+    registry = {"api": rs.Pipeline(retry, rs.Fallback(lambda exc: None), rs.Timeout(5))}
+    mw = ResilienceMiddleware(app, "api", registry=registry)
+    assert (await call(mw, http_scope())).status == 503
+    assert app.calls == 1
+
+
 @pytest.mark.parametrize(
     "policies",
     [

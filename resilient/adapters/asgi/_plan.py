@@ -144,10 +144,15 @@ class LimiterSlot:
         return self.fixed or self.key_fn is not None
 
 
-def _flatten(policy: Policy, where: str) -> Iterator[Policy]:
+def _flatten(policy: Policy, where: str, strict: bool) -> Iterator[Policy]:
+    """The policies inside *policy*, pipelines unpacked. A ``Retry`` or ``Fallback`` is
+    an error when given to the middleware, and skipped in a registry's pipeline (the
+    policy file's linter warns about it)."""
     if isinstance(policy, Pipeline):
         for inner in policy.policies:
-            yield from _flatten(inner, where)
+            yield from _flatten(inner, where, strict)
+        return
+    if not strict and isinstance(policy, Retry | Fallback):
         return
     if isinstance(policy, Retry):
         raise ConfigError(
@@ -186,11 +191,13 @@ class Plan:
         key: KeyFunc | None,
         route: str | None,
         where: str,
+        named: tuple[bool, ...] = (),
     ) -> None:
         self.source = source
         self.key = key
         self.route = route
-        flat = [p for policy in source for p in _flatten(policy, where)]
+        strict = [not (named and named[i]) for i in range(len(source))]
+        flat = [p for i, policy in enumerate(source) for p in _flatten(policy, where, strict[i])]
         self.policies = tuple(flat)
         self.limiters = tuple(LimiterSlot(p) for p in flat if _is_limiter(p))
         guards = [p for p in flat if not _is_limiter(p)]
@@ -299,7 +306,8 @@ class RouteTable:
         return plan
 
     def _build(self, source: tuple[Policy, ...], slot: _Slot) -> Plan:
-        plan = Plan(source, key=slot.key, route=slot.route, where=slot.where)
+        named = tuple(isinstance(item, str) for item in slot.items)
+        plan = Plan(source, key=slot.key, route=slot.route, where=slot.where, named=named)
         if self._prepare is not None:
             self._prepare(plan)
         return plan
