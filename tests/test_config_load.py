@@ -704,10 +704,16 @@ def test_exports():
 def test_import_does_not_pull_pydantic_or_yaml():
     code = (
         "import sys, resilient, resilient.config\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'pydantic', 'yaml'}))\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in {'pydantic', 'yaml'}\n"
+        "    or m.startswith('resilient.config._') and m != 'resilient.config._registry'))\n"
+        "from resilient.config import RetrySettings, Estimate\n"
+        "print(RetrySettings.__module__, Estimate.__module__)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert out.stdout.splitlines() == [
+        "[]",
+        "resilient.config._schema resilient.config._lint",
+    ]
 
 
 # -- examples --------------------------------------------------------------------------------

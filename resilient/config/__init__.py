@@ -19,29 +19,31 @@ same files. See ``docs/config.md`` for the reference.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._lint import Estimate, LintWarning
 from ._registry import LivePolicy, Registry, ReloadResult, Watcher, load_config
-from ._schema import (
-    DEFAULT_ORDER,
-    AsgiRoute,
-    BackendSettings,
-    BackoffSettings,
-    BulkheadSettings,
-    CircuitBreakerSettings,
-    ConfigDocument,
-    FallbackSettings,
-    GrpcRoute,
-    HttpxRoute,
-    PolicySettings,
-    RateLimitSettings,
-    RetryBudgetSettings,
-    RetrySettings,
-    Routes,
-    TimeoutSettings,
-    WindowSettings,
-)
+
+if TYPE_CHECKING:
+    from ._lint import Estimate, LintWarning
+    from ._schema import (
+        DEFAULT_ORDER,
+        AsgiRoute,
+        BackendSettings,
+        BackoffSettings,
+        BulkheadSettings,
+        CircuitBreakerSettings,
+        ConfigDocument,
+        FallbackSettings,
+        GrpcRoute,
+        HttpxRoute,
+        PolicySettings,
+        RateLimitSettings,
+        RetryBudgetSettings,
+        RetrySettings,
+        Routes,
+        TimeoutSettings,
+        WindowSettings,
+    )
 
 __all__ = [
     "AsgiRoute",
@@ -70,6 +72,23 @@ __all__ = [
     "Watcher",
     "WindowSettings",
 ]
+
+# The settings dataclasses and the lint types are imported on first use: ``import
+# resilient`` imports this package (for ``load_config`` and ``Registry``) and should not
+# pay for them.
+_LAZY = {"Estimate": "._lint", "LintWarning": "._lint"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        import importlib
+
+        module = importlib.import_module(_LAZY.get(name, "._schema"), __name__)
+        value = getattr(module, name)
+        globals()[name] = value
+        return value
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)
 
 
 def json_schema() -> dict[str, Any]:

@@ -1,23 +1,31 @@
-"""``load_config`` and the ``Registry`` of named pipelines it returns, with reload."""
+"""``load_config`` and the ``Registry`` of named pipelines it returns, with reload.
+
+``import resilient`` imports this module, so it imports nothing else of the config
+package (nor anything heavy) until a file is loaded.
+"""
 
 from __future__ import annotations
 
-import difflib
-import hashlib
 import logging
 import os
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._clock import Clock
 from .._errors import ConfigError
 from .._pipeline import Pipeline, PolicyBase
 from .._types import P, T
 from ..observability._emit import Listener
-from ._schema import ConfigDocument, Routes
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from ._build import Built
+    from ._lint import Estimate, LintWarning
+    from ._schema import ConfigDocument, Routes
+    from ._validate import Locator
 
 __all__ = ["Registry", "ReloadResult", "Watcher", "load_config"]
 
@@ -113,9 +121,9 @@ class _State:
     def __init__(
         self,
         document: ConfigDocument,
-        locator: Any,
-        built: Any,
-        warnings: tuple[Any, ...],
+        locator: Locator,
+        built: Built,
+        warnings: tuple[LintWarning, ...],
         digest: bytes | None,
     ) -> None:
         self.document = document
@@ -123,7 +131,7 @@ class _State:
         self.built = built
         self.warnings = warnings
         self.digest = digest
-        self.estimates: dict[str, Any] = {}
+        self.estimates: dict[str, Estimate] = {}
 
 
 class Registry(Mapping[str, Pipeline]):
@@ -175,6 +183,8 @@ class Registry(Mapping[str, Pipeline]):
     # -- loading -----------------------------------------------------------------------------
 
     def _load(self, previous: _State | None) -> _State:
+        import hashlib
+
         from ._build import build
         from ._lint import lint
         from ._validate import validate
@@ -186,7 +196,7 @@ class Registry(Mapping[str, Pipeline]):
         built = build(document, locator, self._options, previous.built if previous else None)
         return _State(document, locator, built, tuple(lint(document, locator)), digest)
 
-    def _log_warnings(self, state: _State, before: tuple[Any, ...] = ()) -> None:
+    def _log_warnings(self, state: _State, before: tuple[LintWarning, ...] = ()) -> None:
         for warning in state.warnings:
             if warning not in before:
                 logger.warning("%s", warning)
@@ -252,6 +262,8 @@ class Registry(Mapping[str, Pipeline]):
         stamp = (stat.st_mtime_ns, stat.st_size)
         if stamp == self._origin.stamp:
             return None
+        import hashlib
+
         try:
             digest = hashlib.sha256(path.read_bytes().decode("utf-8-sig").encode()).digest()
         except (OSError, UnicodeDecodeError):
@@ -293,8 +305,10 @@ class Registry(Mapping[str, Pipeline]):
     def __getitem__(self, name: str) -> Pipeline:
         pipelines = self._state.built.pipelines
         try:
-            return pipelines[name]  # type: ignore[no-any-return]
+            return pipelines[name]
         except KeyError:
+            import difflib
+
             close = difflib.get_close_matches(str(name), list(pipelines), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             names = ", ".join(pipelines) or "none"
@@ -327,7 +341,7 @@ class Registry(Mapping[str, Pipeline]):
         return self._state.document.routes
 
     @property
-    def warnings(self) -> tuple[Any, ...]:
+    def warnings(self) -> tuple[LintWarning, ...]:
         """The :class:`LintWarning`\\ s of the current document."""
         return self._state.warnings
 
@@ -337,13 +351,13 @@ class Registry(Mapping[str, Pipeline]):
         path = self._origin.path
         return os.fspath(path) if path is not None else None
 
-    def estimate(self, name: str) -> Any:
+    def estimate(self, name: str) -> Estimate:
         """The worst-case latency and load amplification of policy *name* (an
         :class:`Estimate`)."""
         from ._lint import estimate
 
         state = self._state
-        found = state.estimates.get(name)
+        found: Estimate | None = state.estimates.get(name)
         if found is None:
             self.require(name)
             found = state.estimates[name] = estimate(state.document.policies[name])
