@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any as _Any
 
+from ._algorithms import Decision
 from ._backoff import Backoff
 from ._budget import RetryBudget, RetryBudgetStats
 from ._bulkhead import Bulkhead, BulkheadStats
@@ -27,6 +28,7 @@ from ._errors import (
 )
 from ._fallback import Fallback
 from ._pipeline import Pipeline, Policy
+from ._rate_limit import FixedWindow, SlidingWindow, TokenBucket
 from ._retry import Retry
 from ._timeout import Timeout
 from ._windows import CountWindow, TimeWindow
@@ -45,7 +47,9 @@ __all__ = [
     "Clock",
     "ConfigError",
     "CountWindow",
+    "Decision",
     "Fallback",
+    "FixedWindow",
     "load_config",
     "Pipeline",
     "Policy",
@@ -58,10 +62,12 @@ __all__ = [
     "Retry",
     "RetryBudget",
     "RetryBudgetStats",
+    "SlidingWindow",
     "SystemClock",
     "Timeout",
     "TimeoutExceededError",
     "TimeWindow",
+    "TokenBucket",
 ]
 
 
