@@ -325,23 +325,29 @@ def sliding_log_check(
     entries = log.entries
     while entries and now >= entries[0][0] + period:
         log.used -= entries.popleft()[1]
-    if not entries:
-        return now, (sliding_log_commit(limit, log, now, cost) if take else log)
-    need = log.used + cost - limit.amount
-    at = now
-    if need > 0:
-        # The window must lose ``need`` units: wait for the oldest entries to leave.
-        freed = 0
-        for stamp, units in entries:
-            freed += units
-            if freed >= need:
-                at = stamp + period
-                break
-    last = entries[-1][0]  # first in, first out: never before the newest booking
-    if last > at:
-        return last, log
-    if at > now:
-        return at, log
+    if entries:
+        need = log.used + cost - limit.amount
+        at = now
+        if need > 0:
+            # The window must lose ``need`` units: wait for the oldest entries to leave.
+            freed = 0
+            for stamp, units in entries:
+                freed += units
+                if freed >= need:
+                    at = stamp + period
+                    break
+        last = entries[-1]
+        if last[0] > at:  # first in, first out: never before the newest booking
+            return last[0], log
+        if at > now:
+            return at, log
+        if take:  # sliding_log_commit(limit, log, now, cost), inlined: the hot path
+            if last[0] == now:
+                entries[-1] = (now, last[1] + cost)
+            else:
+                entries.append((now, cost))
+            log.used += cost
+        return now, log
     return now, (sliding_log_commit(limit, log, now, cost) if take else log)
 
 
@@ -401,8 +407,9 @@ def sliding_log_release(
 # booked into the next one by waiting callers. Bookings further ahead are refused.
 
 
-def _next(start: float, limit: Limit) -> float:
-    return start + limit.period
+# Window boundaries are always computed as ``start + period`` (and that plus
+# ``period`` again), the same expressions in every function, so that checks and
+# the times they promise agree to the last bit.
 
 
 def fixed_window_check(
@@ -411,18 +418,19 @@ def fixed_window_check(
     """Roll the window forward if it ended; earliest time *cost* fits in a window."""
     if state is None:
         return now, ((now, cost, 0) if take else None)
+    period = limit.period
     start, count, ahead = state
-    following = _next(start, limit)
+    following = start + period
     if now >= following:
-        if not ahead or now >= _next(following, limit):
+        if not ahead or now >= following + period:
             return now, ((now, cost, 0) if take else None)
         start, count, ahead = state = (following, ahead, 0)
-        following = _next(start, limit)
+        following = start + period
     if not ahead and count + cost <= limit.amount:
         return now, ((start, count + cost, 0) if take else state)
     if ahead + cost <= limit.amount:
         return following, state
-    return _next(following, limit), state
+    return following + period, state
 
 
 def fixed_window_commit(
@@ -432,10 +440,10 @@ def fixed_window_commit(
     if state is None:
         return (at, cost, 0)
     start, count, ahead = state
-    following = _next(start, limit)
+    following = start + limit.period
     if at < following:
         return (start, count + cost, ahead)
-    if at < _next(following, limit):
+    if at < following + limit.period:
         return (start, count, ahead + cost)
     return None
 
@@ -447,9 +455,9 @@ def fixed_window_status(
     if state is None:
         return limit.amount, 0.0
     start, count, ahead = state
-    following = _next(start, limit)
+    following = start + limit.period
     if ahead:
-        return 0, _next(following, limit) - now
+        return 0, following + limit.period - now
     left = limit.amount - count
     return (left if left > 0 else 0), following - now
 
@@ -461,7 +469,7 @@ def fixed_window_release(
     if state is None:
         return None
     start, count, ahead = state
-    if at >= _next(start, limit):
+    if at >= start + limit.period:
         return (start, count, ahead - cost) if ahead >= cost else state
     return (start, count - cost, ahead) if count >= cost else state
 
@@ -474,9 +482,10 @@ def fixed_window_release(
 def _counter_roll(
     limit: Limit, state: tuple[float, int, int, int], now: float
 ) -> tuple[float, int, int, int] | None:
+    period = limit.period
     start, prev, curr, ahead = state
-    while now >= _next(start, limit):
-        start, prev, curr, ahead = _next(start, limit), curr, ahead, 0
+    while now >= start + period:
+        start, prev, curr, ahead = start + period, curr, ahead, 0
         if not (prev or curr):
             return None
     return (start, prev, curr, ahead)
@@ -490,7 +499,7 @@ def _counter_fit(limit: Limit, start: float, prev: int, curr: int, cost: int) ->
     if room >= prev:
         return start
     # prev * (start + period - t) / period + curr + cost <= amount
-    return _next(start, limit) - limit.period * room / prev
+    return start + limit.period - limit.period * room / prev
 
 
 def sliding_counter_check(
@@ -501,21 +510,25 @@ def sliding_counter_check(
     take: bool = False,
 ) -> tuple[float, tuple[float, int, int, int] | None]:
     """Roll the windows forward; earliest time the weighted count leaves room for *cost*."""
-    if state is not None and now >= state[0] + limit.period:
+    period = limit.period
+    if state is not None and now >= state[0] + period:
         state = _counter_roll(limit, state, now)
     if state is None:
         return now, ((now, 0, cost, 0) if take else None)
     start, prev, curr, ahead = state
-    following = _next(start, limit)
     if not ahead:
+        room = limit.amount - curr - cost
+        if room >= prev:  # fits even at the previous window's full weight: the hot path
+            return now, ((start, prev, curr + cost, 0) if take else state)
         at = _counter_fit(limit, start, prev, curr, cost)
         if at is not None:
             if at > now:
                 return at, state
             return now, ((start, prev, curr + cost, 0) if take else state)
+    following = start + period
     at = _counter_fit(limit, following, curr, ahead, cost)
     if at is None:  # only after the booked window has itself become the previous one
-        at = _counter_fit(limit, _next(following, limit), ahead, 0, cost)
+        at = _counter_fit(limit, following + period, ahead, 0, cost)
         assert at is not None  # cost <= amount
     return (at if at > now else now), state
 
@@ -527,10 +540,10 @@ def sliding_counter_commit(
     if state is None:
         return (at, 0, cost, 0)
     start, prev, curr, ahead = state
-    following = _next(start, limit)
+    following = start + limit.period
     if at < following:
         return (start, prev, curr + cost, ahead)
-    if at < _next(following, limit):
+    if at < following + limit.period:
         return (start, prev, curr, ahead + cost)
     return None
 
@@ -541,15 +554,16 @@ def sliding_counter_status(
     """``(remaining, reset_after)``: units that fit now, seconds until every count is forgotten."""
     if state is None:
         return limit.amount, 0.0
+    period = limit.period
     start, prev, curr, ahead = state
-    following = _next(start, limit)
+    following = start + period
     if ahead:
-        return 0, _next(_next(following, limit), limit) - now
-    weight = (following - now) / limit.period
+        return 0, following + period + period - now
+    weight = (following - now) / period
     left = limit.amount - prev * weight - curr
     remaining = math.floor(left + _SLACK) if left > 0 else 0
     if curr:
-        return remaining, _next(following, limit) - now
+        return remaining, following + period - now
     return remaining, (following - now if prev else 0.0)
 
 
@@ -560,7 +574,7 @@ def sliding_counter_release(
     if state is None:
         return None
     start, prev, curr, ahead = state
-    if at >= _next(start, limit):
+    if at >= start + limit.period:
         return (start, prev, curr, ahead - cost) if ahead >= cost else state
     return (start, prev, curr - cost, ahead) if curr >= cost else state
 

@@ -309,7 +309,7 @@ class _RateLimiter(PolicyBase):
         else:
             msg = f"{self.name!r}: its store has only async methods; use atry_acquire()"
             raise TypeError(msg)
-        if not result.allowed and self._emitter.listening:
+        if not result.allowed and self._emitter.observed:
             self._emit_rejected(self._key if key is None else key, result.retry_after)
         return result
 
@@ -329,7 +329,7 @@ class _RateLimiter(PolicyBase):
         else:
             assert self._sync_store is not None
             result = self._sync_store.try_acquire(skey, self.limits, cost)
-        if not result.allowed and self._emitter.listening:
+        if not result.allowed and self._emitter.observed:
             self._emit_rejected(self._key if key is None else key, result.retry_after)
         return result
 
@@ -493,7 +493,8 @@ class _RateLimiter(PolicyBase):
         )
 
     def _refused(self, key: Hashable, retry_after: float) -> RateLimitedError:
-        self._emit_rejected(key, retry_after)
+        if self._emitter.wants(CallRejected):  # skip building what nobody would see
+            self._emit_rejected(key, retry_after)
         return RateLimitedError(self.name, key=key, retry_after=retry_after)
 
     def _describe(self) -> str:
