@@ -95,7 +95,7 @@ retried.
 
 from __future__ import annotations
 
-import httpx
+from typing import TYPE_CHECKING
 
 from ._core import (
     FAILURE_STATUSES,
@@ -107,28 +107,33 @@ from ._core import (
     Route,
     TransportConfig,
 )
+from ._core import (
+    host_key as _host_key,
+)
 from ._hints import parse_retry_after, server_hint
 from ._transport import AsyncResilientTransport, ResilientTransport
 
+if TYPE_CHECKING:
+    import httpx
+
 __all__ = [
     "AsyncResilientTransport",
-    "FAILURE_STATUSES",
     "FailedResponseError",
+    "FAILURE_STATUSES",
     "IDEMPOTENT_METHODS",
-    "RETRY_ERRORS",
-    "RETRY_STATUSES",
-    "ResilientTransport",
-    "Route",
-    "TransportConfig",
-    "UNSENT_ERRORS",
     "parse_retry_after",
     "request_host",
+    "ResilientTransport",
+    "RETRY_ERRORS",
+    "RETRY_STATUSES",
+    "Route",
     "server_hint",
+    "TransportConfig",
+    "UNSENT_ERRORS",
 ]
 
 
 def request_host(request: httpx.Request, *args: object, **kwargs: object) -> str:
     """The request's host (with its port when one is given): a key function for
     per-host rate limiters and breakers in a transport's pipeline."""
-    url = request.url
-    return url.host if url.port is None else f"{url.host}:{url.port}"
+    return _host_key(request.url)
