@@ -890,3 +890,27 @@ def test_concurrent_tasks_sharing_one_transport_retry_exactly_their_own_requests
     assert Counter(e.attributes["host"] for e in events) == {
         f"host{n}.example.com": 40 for n in range(5)
     }
+
+
+def test_a_policy_file_drives_the_routes(flavour):
+    registry = rs.load_config(
+        {
+            "policies": {
+                "payments": {"retry": {"attempts": 4}},
+                "default": {"retry": {"attempts": 2}},
+            },
+            "routes": {"httpx": [{"policy": "payments", "host": "pay.example.com", "path": "/v2"}]},
+        },
+        clock=FakeClock(),
+    )
+    script = Script(default=503)
+    transport = flavour.transport(
+        "default",
+        registry=registry,
+        routes=registry.routes.httpx_routes(),
+        transport=script.mock,
+    )
+    flavour.send(transport, "GET", "http://pay.example.com/v2/charges")
+    assert script.calls == 4
+    flavour.send(transport, "GET", "http://pay.example.com/v1/charges")
+    assert script.calls == 6
