@@ -253,6 +253,9 @@ class _RateLimiter(PolicyBase):
                 "store", store, "a rate-limit store (try_acquire/atry_acquire) or a URL"
             )
         self.store = store
+        watch = getattr(store, "watch_backend", None)
+        if watch is not None:  # a shared store reports its outages as this policy's events
+            watch(self._emitter, self.name, self.kind, self.clock)
         # The in-memory store is called without the protocol's per-call lookups, and
         # the fixed key's entry is pinned there so its calls skip the key map.
         self._table = store.table(self.limits) if isinstance(store, MemoryStore) else None

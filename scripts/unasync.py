@@ -22,23 +22,14 @@ TARGET = ROOT / "resilient" / "backends" / "redis" / "_sync"
 HEADER = "# GENERATED from _async/{name} by scripts/unasync.py -- do not edit.\n"
 
 RULES: list[tuple[str, str]] = [
-    (r"\bimport redis\.asyncio as aioredis\b", "import redis"),
-    (r"\bfrom redis\.asyncio\.cluster import\b", "from redis.cluster import"),
-    (r"\bfrom redis\.asyncio import\b", "from redis import"),
-    (r"\baioredis\.", "redis."),
+    # The sync store also serves async code (one store per URL): its base class
+    # adds the a-methods, running them on an AsyncRedisStore twin.
+    (r"^from \.\._core import StoreCore$", "from .._core import DualCore"),
+    (r"^class AsyncRedisStore\(StoreCore\):$", "class RedisStore(DualCore):"),
     (r"\bAsync([A-Z]\w*)", r"\1"),
     (r"\basync def ", "def "),
-    (r"\basync with ", "with "),
-    (r"\basync for ", "for "),
     (r"\bawait ", ""),
-    (r"\baclose\b", "close"),
-    (r"\batry_acquire\b", "try_acquire"),
-    (r"\bareset\b", "reset"),
-    (r"\baping\b", "ping"),
-    (r"\bawaitable\b", "callable"),
-    (r"\basyncio\.Lock\b", "threading.Lock"),
-    (r"^import asyncio$", "import threading"),
-    (r"\b_asyncio_only\(\)", "None"),
+    (r"\ba(try_acquire|release|reset|ping|close)\b", r"\1"),
 ]
 COMPILED = [(re.compile(pattern, re.MULTILINE), repl) for pattern, repl in RULES]
 

@@ -119,6 +119,10 @@ StoreFactory = Callable[..., Any]
 # ``import resilient`` never imports a backend's client library.
 _SCHEMES: dict[str, StoreFactory | str] = {
     "memory": "resilient.backends.memory:MemoryStore.from_url",
+    "redis": "resilient.backends.redis:from_url",
+    "rediss": "resilient.backends.redis:from_url",
+    "redis+cluster": "resilient.backends.redis:from_url",
+    "rediss+cluster": "resilient.backends.redis:from_url",
 }
 _LIMITS_PREFIX = "limits+"
 
@@ -147,7 +151,8 @@ def store_from_url(url: str, **options: Any) -> Any:
     * ``memory://`` (``memory://?max_keys=100000``): this process only.
     * ``limits+<uri>``: any storage of the ``limits`` package (``limits+memcached://…``,
       ``limits+mongodb://…``, ``limits+redis+sentinel://…``), window limiters only.
-    * ``redis://``, ``rediss://``, ``redis+cluster://``: once the Redis backend is installed.
+    * ``redis://``, ``rediss://``, ``redis+cluster://``, ``rediss+cluster://``: Redis or
+      Redis Cluster (:mod:`resilient.backends.redis`; needs the ``redis`` extra).
 
     Raises:
         ConfigError: the URL is malformed or its scheme is unknown.

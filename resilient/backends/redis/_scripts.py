@@ -1,0 +1,55 @@
+"""Lua scripts, read from the package's ``lua/`` directory and assembled.
+
+A script is the concatenation of a few files (shared definitions, then the
+entry file that does the work) so that each decision is one ``EVALSHA`` of
+one cached script. :func:`lua_script` builds any such script; the shared
+breaker's scripts can reuse it with their own files.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from dataclasses import dataclass
+from importlib.resources import files
+
+__all__ = ["ACQUIRE", "RATE_LIMIT_PARTS", "RELEASE", "Script", "lua_script", "read_lua"]
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """An assembled Lua script: its text and the SHA1 Redis caches it under."""
+
+    name: str
+    text: str
+    sha: str
+
+    def __repr__(self) -> str:
+        return f"Script({self.name!r}, sha={self.sha[:12]})"
+
+
+@functools.cache
+def read_lua(name: str) -> str:
+    """The text of ``lua/<name>`` inside this package."""
+    return (files(__package__) / "lua" / name).read_text(encoding="utf-8")
+
+
+def lua_script(*parts: str) -> Script:
+    """The script made of the files *parts*, in order (the last one is the entry)."""
+    text = "\n".join(read_lua(part) for part in parts)
+    sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+    return Script(parts[-1], text, sha)
+
+
+RATE_LIMIT_PARTS = (
+    "common.lua",
+    "token_bucket.lua",
+    "sliding_log.lua",
+    "sliding_counter.lua",
+    "fixed_window.lua",
+    "limits.lua",
+)
+"""The shared part of the rate-limit scripts."""
+
+ACQUIRE = lua_script(*RATE_LIMIT_PARTS, "acquire.lua")
+RELEASE = lua_script(*RATE_LIMIT_PARTS, "release.lua")
