@@ -914,3 +914,11 @@ def test_a_policy_file_drives_the_routes(flavour):
     assert script.calls == 4
     flavour.send(transport, "GET", "http://pay.example.com/v1/charges")
     assert script.calls == 6
+
+
+def test_a_name_removed_by_a_reload_is_a_config_error():
+    registry: dict[str, Any] = {"payments": retry(2)}
+    transport = ResilientTransport("payments", registry=registry, transport=Script().mock)
+    del registry["payments"]
+    with pytest.raises(rs.ConfigError, match="payments"):
+        transport.handle_request(httpx.Request("GET", URL))

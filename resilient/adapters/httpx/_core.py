@@ -492,7 +492,10 @@ class TransportCore:
             return plan
         registry = self.registry
         assert registry is not None
-        source = tuple(registry[item] if isinstance(item, str) else item for item in slot.items)
+        try:
+            source = tuple(registry[item] if isinstance(item, str) else item for item in slot.items)
+        except KeyError as exc:  # a reload removed it
+            raise ConfigError("policies", exc.args[0], "a name in the registry") from None
         if (
             plan is None
             or len(plan.source) != len(source)
@@ -693,6 +696,7 @@ class TransportCore:
         return response
 
     def failed(self, request: httpx.Request, response: httpx.Response) -> FailedResponseError:
+        """The exception that carries a failed *response* through the pipeline."""
         return FailedResponseError(request, response, self.hint(response))
 
     def hint(self, response: httpx.Response) -> float | None:
@@ -713,8 +717,12 @@ class TransportCore:
             assert self._holds is not None
             self._holds.hold(exchange.host, hint)
 
-    def is_failure(self, response: httpx.Response) -> bool:
-        return response.status_code in self.config.failure_statuses
+    def is_failure(self, response: object) -> bool:
+        """Whether *response* (a retry's final result) has a failure status."""
+        return (
+            isinstance(response, httpx.Response)
+            and response.status_code in self.config.failure_statuses
+        )
 
 
 _PHASES: dict[type[BaseException], str] = {

@@ -105,6 +105,7 @@ class _ResilientBase(Generic[InnerT]):
 
     @property
     def routes(self) -> tuple[Route, ...]:
+        """The routes, in the order they are tried."""
         return self._core.routes
 
     def _default_transport(self) -> InnerT:
