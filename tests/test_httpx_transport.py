@@ -26,7 +26,8 @@ from resilient.adapters.httpx import (
     Route,
     request_host,
 )
-from resilient.observability import CallRejected, RetryScheduled
+from resilient.adapters.httpx._core import MAX_HOLD, MAX_HOSTS, _Holds
+from resilient.observability import CallFailed, CallRejected, CallSucceeded, RetryScheduled
 from resilient.testing import FakeClock, RecordingListener
 
 NOW = 1_700_000_000.0  # the injected wall clock
@@ -316,6 +317,16 @@ def test_other_errors_are_not_retried_unless_the_retry_says_so(flavour):
     assert script.calls == 2
 
 
+def test_the_retrys_own_exception_predicate_still_applies(flavour):
+    script = Script(httpx.DecodingError("bad gzip"), httpx.UnsupportedProtocol("x"))
+    transport = flavour.transport(
+        retry(3, retry_on=lambda exc: isinstance(exc, httpx.DecodingError)), transport=script.mock
+    )
+    with pytest.raises(httpx.UnsupportedProtocol):
+        flavour.send(transport, "GET", URL)
+    assert script.calls == 2
+
+
 def test_the_retrys_own_result_predicate_still_applies(flavour):
     script = Script(202, 202)
     transport = flavour.transport(
@@ -587,6 +598,19 @@ def test_retry_events_carry_method_host_and_status_but_never_the_url(flavour):
         "host": "api.example.com:8080",
         "error": "ConnectError",
     }
+    (succeeded,) = listener.of(CallSucceeded)
+    assert succeeded.attributes["status"] == 200
+    listener.clear()
+    script = Script(*[httpx.ConnectError("refused")] * 2)
+    transport = flavour.transport(retry(2, listeners=[listener]), transport=script.mock)
+    with pytest.raises(httpx.ConnectError):
+        flavour.send(transport, "GET", URL)
+    (gave_up,) = listener.of(CallFailed)
+    assert gave_up.attributes == {
+        "method": "GET",
+        "host": "api.example.com",
+        "error": "ConnectError",
+    }
     for event in listener.events:
         text = repr(event.attributes)
         assert "secret" not in text
@@ -684,7 +708,24 @@ def test_pacing_holds_a_host_after_a_hint(flavour):
     assert flavour.send(transport, "GET", URL).status_code == 200
     assert clock.sleeps == [5.0]
     flavour.send(transport, "GET", "http://other.example.com/")  # another host: no wait
+    flavour.send(transport, "GET", URL)  # the hold has passed
     assert clock.sleeps == [5.0]
+
+
+def test_holds_are_bounded_and_expire():
+    clock = FakeClock()
+    holds = _Holds(clock)
+    for n in range(MAX_HOSTS + 10):
+        holds.hold(f"h{n}", 10.0)
+    assert holds.wait("h0") == 0.0  # the least recently held were forgotten
+    assert holds.wait(f"h{MAX_HOSTS + 9}") == 10.0
+    holds.hold("x", 1e9)
+    assert holds.wait("x") == MAX_HOLD
+    holds.hold("x", 1.0)  # a shorter hint never shortens a hold
+    assert holds.wait("x") == MAX_HOLD
+    clock.advance(MAX_HOLD)
+    assert holds.wait("x") == 0.0
+    assert "x" not in holds._until
 
 
 def test_pacing_also_follows_an_exhausted_quota_and_rejects_long_waits(flavour):

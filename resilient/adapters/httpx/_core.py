@@ -330,12 +330,8 @@ class _Annotate:
                 status = None
                 attributes.setdefault("error", type(event.cause).__name__)
         elif isinstance(event, CallFailed) and event.exception is not None:
-            exc = event.exception
-            if isinstance(exc, FailedResponseError):
-                status = exc.response.status_code
-            else:
-                status = None
-                attributes.setdefault("error", type(exc).__name__)
+            status = None  # a retry gives up on a result (a status) or an error
+            attributes.setdefault("error", type(event.exception).__name__)
         if status is not None:
             attributes.setdefault("status", status)
 
