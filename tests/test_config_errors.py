@@ -238,6 +238,29 @@ def test_defaults_hold_only_sections():
     ]
 
 
+def test_a_failure_mode_needs_a_backend_that_has_them():
+    assert errors_of(
+        """
+        backends: {m: {url: "memory://"}}
+        policies:
+          p: {rate_limit: {rate: 1/s, on_backend_error: allow}}
+        """
+    ) == [
+        "policies.yaml:3: policies.p.rate_limit.on_backend_error: expected null without a "
+        "backend (it says what to do when the backend fails), got 'allow'"
+    ]
+    assert errors_of(
+        """
+        backends: {m: {url: "memory://"}}
+        policies:
+          p: {rate_limit: {rate: 1/s, backend: m, on_backend_error: allow}}
+        """
+    ) == [
+        "policies.yaml:3: policies.p.rate_limit.on_backend_error: expected null, as backend 'm' "
+        "has no failure modes, got 'allow'"
+    ]
+
+
 def test_route_values():
     assert errors_of(
         """
@@ -361,11 +384,12 @@ def test_syntax_and_shape_errors(name, text, expected):
     assert errors_of(text, name) == [expected]
 
 
-def test_a_missing_file():
+@pytest.mark.parametrize("name", ["missing.yaml", "policies", "conf/policies.conf"])
+def test_a_missing_file(name):
     with pytest.raises(ConfigError) as info:
-        load_config("missing.yaml")
-    assert str(info.value) == "missing.yaml: cannot read the file (No such file or directory)"
-    assert info.value.file == "missing.yaml"
+        load_config(name)
+    assert str(info.value) == f"{name}: cannot read the file (No such file or directory)"
+    assert info.value.file == name
 
 
 def test_a_bad_format_argument():

@@ -15,6 +15,7 @@ import pytest
 import resilient as rs
 from resilient._rate_limit import FixedWindow, SlidingWindow, TokenBucket
 from resilient.config import (
+    BackendSettings,
     BackoffSettings,
     BulkheadSettings,
     CircuitBreakerSettings,
@@ -285,7 +286,67 @@ def _keys_written(text: str) -> set[str]:
 def test_the_every_key_document_really_has_every_key(cls):
     # A new field must be added to EVERYTHING (and so be tested end to end).
     missing = {f.name for f in dataclasses.fields(cls)} - _keys_written(EVERYTHING)
-    assert missing <= {"value", "extends"}  # covered by test_fallback_value / inheritance
+    # covered by test_fallback_value, the inheritance tests, test_backend_options_reach_the_store
+    assert missing <= {"value", "extends", "on_backend_error"}
+
+
+def test_backend_options_reach_the_store(monkeypatch):
+    from resilient import backends
+    from resilient.backends.memory import MemoryStore
+
+    made: list[tuple[str, dict[str, object]]] = []
+
+    class Store(MemoryStore):
+        __slots__ = ("mode",)
+
+        def with_options(self, *, on_backend_error: str) -> Store:
+            view = Store()
+            view.mode = on_backend_error
+            return view
+
+    def factory(url: str, **options: object) -> Store:
+        made.append((url, options))
+        return Store()
+
+    monkeypatch.setitem(backends._SCHEMES, "fake", factory)
+    registry = load(
+        """
+        backends:
+          shared:
+            url: "fake://:pw@host/0"
+            on_backend_error: local
+            prefix: shop
+            timeout: 100ms
+            connect_timeout: 1s
+            probe_interval: 2s
+        policies:
+          a: {rate_limit: {rate: 1/s, backend: shared}}
+          b: {rate_limit: {rate: 1/s, backend: shared, on_backend_error: deny}}
+        """
+    )
+    assert made == [
+        (
+            "fake://:pw@host/0",
+            {
+                "on_backend_error": "local",
+                "prefix": "shop",
+                "timeout": 0.1,
+                "connect_timeout": 1.0,
+                "probe_interval": 2.0,
+            },
+        )
+    ]
+    store = registry._state.built.stores["shared"][1]
+    assert registry["a"].policies[0].store is store
+    assert registry["b"].policies[0].store.mode == "deny"
+    assert {f.name for f in dataclasses.fields(BackendSettings)} == {
+        "url",
+        "on_backend_error",
+        "prefix",
+        "timeout",
+        "connect_timeout",
+        "probe_interval",
+    }
 
 
 def test_fallback_value():

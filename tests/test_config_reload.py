@@ -33,10 +33,13 @@ _versions = itertools.count(1)
 
 
 def write(path: Path, text: str) -> None:
-    path.write_text(textwrap.dedent(text))
-    # Give each version its own modification time, whatever the filesystem's resolution.
+    """Replace the file at once (as deployment tools do), with a modification time of its
+    own whatever the filesystem's resolution."""
+    new = path.with_name(path.name + ".new")
+    new.write_text(textwrap.dedent(text))
     stamp = (1_700_000_000 + next(_versions)) * 1_000_000_000
-    os.utime(path, ns=(stamp, stamp))
+    os.utime(new, ns=(stamp, stamp))
+    os.replace(new, path)
 
 
 @pytest.fixture
@@ -205,6 +208,7 @@ def test_the_watcher_thread_reloads_and_reports_errors(policy_file, caplog):
         event.set()
 
     with registry.watch(0.001, on_reload=on_reload, on_error=on_error) as watcher:
+        # (the thread reads a change once the file stayed the same for one interval)
         assert watcher.running
         write(policy_file, BASE.replace("bulkhead: 2", "bulkhead: 0"))
         assert event.wait(10)

@@ -133,10 +133,16 @@ class _Builder:
         options: dict[str, Any] = {}
         if backend.url.lower().startswith("memory:") and self.options.clock is not None:
             options["clock"] = self.options.clock
-        if backend.on_backend_error is not None:
-            options["on_backend_error"] = backend.on_backend_error
-        if backend.prefix is not None:
-            options["prefix"] = backend.prefix
+        for option in (
+            "on_backend_error",
+            "prefix",
+            "timeout",
+            "connect_timeout",
+            "probe_interval",
+        ):
+            value = getattr(backend, option)
+            if value is not None:
+                options[option] = value
         path = ("backends", name)
         try:
             store = store_from_url(backend.url, **options)
@@ -340,6 +346,15 @@ class _Builder:
             store: Any = self.memory()
         else:
             store = self.built.stores[settings.backend][1]
+            if settings.on_backend_error is not None:
+                with_options = getattr(store, "with_options", None)
+                if with_options is None:
+                    raise ConfigError(
+                        "on_backend_error",
+                        settings.on_backend_error,
+                        f"null, as backend {settings.backend!r} has no failure modes",
+                    )
+                store = with_options(on_backend_error=settings.on_backend_error)
         if settings.algorithm == "token_bucket":
             return TokenBucket(
                 settings.rate,

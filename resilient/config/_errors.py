@@ -51,7 +51,9 @@ class FileConfigError(ConfigError):
         if self._has_value:
             text += f", got {clip(self.value)}"
         head = f"{self.path}: " if self.path else ""
-        return f"{where}{head}{text}"
+        line = f"{where}{head}{text}"
+        # One line per error, whatever the keys hold (``resilient check`` relies on it).
+        return line.replace("\r", "\\r").replace("\n", "\\n")
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (

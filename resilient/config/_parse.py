@@ -70,6 +70,11 @@ def read_source(source: str | os.PathLike[str], format: str | None) -> Document:
     if isinstance(source, os.PathLike) or _looks_like_path(source):
         path = Path(source)
         name = os.fspath(source)
+        try:
+            raw = path.read_bytes()
+        except (OSError, ValueError) as exc:  # ValueError: a NUL in the name
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise problem("", f"cannot read the file ({reason})", file=name) from None
         if fmt is None:
             fmt = _SUFFIXES.get(path.suffix.lower())
             if fmt is None:
@@ -79,10 +84,6 @@ def read_source(source: str | os.PathLike[str], format: str | None) -> Document:
                     ".yaml, .yml, .toml or .json, or format='yaml', 'toml' or 'json'",
                     file=name,
                 )
-        try:
-            raw = path.read_bytes()
-        except OSError as exc:
-            raise problem("", f"cannot read the file ({exc.strerror or exc})", file=name) from None
         try:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
@@ -105,10 +106,19 @@ def _check_format(format: str | None) -> Format | None:
     return lowered  # type: ignore[return-value]
 
 
+_PATH_LIKE = re.compile(r"^[^\s:={}\[\]\x00-\x1f]+$")
+
+
 def _looks_like_path(source: str) -> bool:
+    """A ``str`` names a file unless it looks like a document: one with a newline, or a
+    line that is not a single word (``policies: {}``)."""
     if "\n" in source or not source.strip():
         return False
-    return Path(source).suffix.lower() in _SUFFIXES or os.path.exists(source)
+    return (
+        Path(source).suffix.lower() in _SUFFIXES
+        or os.path.exists(source)
+        or bool(_PATH_LIKE.match(source))
+    )
 
 
 def sniff_format(text: str) -> Format:
@@ -184,7 +194,7 @@ def _parse_yaml(text: str, file: str | None) -> tuple[Any, Lines]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark is not None else None
-        detail = getattr(exc, "problem", None) or str(exc)
+        detail = (getattr(exc, "problem", None) or str(exc)).splitlines()[0]
         raise problem("", f"invalid YAML: {detail}", file=file, line=line) from None
     except RecursionError:
         raise problem("", "invalid YAML: nested too deeply", file=file) from None

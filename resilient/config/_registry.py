@@ -45,8 +45,9 @@ def load_config(
 
     Args:
         source: a file path (``"policies.yaml"``, a ``pathlib.Path``), the text of a
-            document (a ``str`` with a newline, or one that names no file), or an
-            already parsed mapping.
+            document (a ``str`` with a newline, or a one-line document such as
+            ``'{"policies": {}}'``; a single word is a file name), or an already parsed
+            mapping.
         format: ``"yaml"`` (needs the ``yaml`` extra), ``"toml"`` or ``"json"``;
             ``None``: from the file's suffix, or guessed for text.
         env: the variables ``${NAME}`` and ``${NAME:-default}`` read; ``None``:
@@ -252,16 +253,11 @@ class Registry(Mapping[str, Pipeline]):
         same content is then ignored until the file changes again. A registry not
         loaded from a file never changes.
         """
+        stamp = self._stamp()
+        if stamp is None or stamp == self._origin.stamp:
+            return None
         path = self._origin.path
-        if path is None:
-            return None
-        try:
-            stat = path.stat()
-        except OSError:
-            return None  # being replaced; look again next time
-        stamp = (stat.st_mtime_ns, stat.st_size)
-        if stamp == self._origin.stamp:
-            return None
+        assert path is not None
         import hashlib
 
         try:
@@ -281,6 +277,17 @@ class Registry(Mapping[str, Pipeline]):
             self._origin.stamp = stamp
             return self._swap(state)
 
+    def _stamp(self) -> tuple[int, int] | None:
+        """The file's (modification time, size), or ``None`` (no file, or being replaced)."""
+        path = self._origin.path
+        if path is None:
+            return None
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        return (stat.st_mtime_ns, stat.st_size)
+
     def watch(
         self,
         interval: float = 2.0,
@@ -289,6 +296,10 @@ class Registry(Mapping[str, Pipeline]):
         on_error: Callable[[ConfigError], object] | None = None,
     ) -> Watcher:
         """Start a daemon thread that :meth:`poll`\\ s the file every *interval* seconds.
+
+        A change is read once the file has stayed the same for one interval, so a file
+        being written in place is not read half-way (writing a new file and renaming it
+        over the old one is better still).
 
         Errors are logged on the ``"resilient.config"`` logger and passed to
         *on_error*; the registry keeps its current policies. Stop the thread with
@@ -479,8 +490,14 @@ class Watcher:
         self.stop()
 
     def _run(self) -> None:
+        # A change is read once the file has kept the same size and modification time for
+        # one interval, so that a file being written in place is not read half-way.
+        seen = self.registry._stamp()
         while not self._stop.wait(self.interval):
-            self.check()
+            stamp = self.registry._stamp()
+            if stamp == seen:
+                self.check()
+            seen = stamp
 
     def check(self) -> None:
         """One poll, with errors logged and reported instead of raised."""

@@ -572,6 +572,9 @@ class RateLimitSettings:
     backend: str | None = None
     """Where the state lives: the name of an entry of ``backends``; ``null``: this process's
     memory (kept across reloads)."""
+    on_backend_error: OnBackendError | None = None
+    """What this limiter does when its backend fails, instead of the backend's
+    ``on_backend_error``."""
 
     def __post_init__(self) -> None:
         if self.algorithm != "token_bucket":
@@ -582,6 +585,12 @@ class RateLimitSettings:
                     )
         if self.algorithm != "sliding_window" and not self.precise:
             raise ConfigError("precise", False, "precise: false only for a sliding_window")
+        if self.on_backend_error is not None and self.backend is None:
+            raise ConfigError(
+                "on_backend_error",
+                self.on_backend_error,
+                "null without a backend (it says what to do when the backend fails)",
+            )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -751,7 +760,15 @@ class BackendSettings:
     """When the store fails: ``raise`` (BackendError), ``allow`` the call, ``deny`` it, or
     decide ``local``ly in memory until the store is back; ``null``: the store's default."""
     prefix: str | None = None
-    """A prefix for every key the store writes; ``null``: the store's default."""
+    """The first part of every key the store writes; ``null``: the store's default
+    (``resilient``)."""
+    timeout: PositiveDuration | None = None
+    """How long to wait for each reply (Redis); ``null``: the store's default (250 ms)."""
+    connect_timeout: PositiveDuration | None = None
+    """How long to wait for a connection (Redis); ``null``: ``timeout``."""
+    probe_interval: Duration | None = None
+    """After a failure, how long the store is not called before one call probes it
+    (Redis); ``null``: the store's default (500 ms)."""
 
 
 def _glob(pattern: str, text: str) -> bool:
