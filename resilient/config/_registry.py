@@ -150,7 +150,8 @@ class Registry(Mapping[str, Pipeline]):
     pipeline object; a changed one gets a new pipeline in which every step whose
     own settings did not change is the same object as before (a breaker keeps its
     window and state, a bulkhead its slots). A rate limiter whose rate did not change
-    keeps its counts even when another of its settings did. Calls already running
+    keeps its counts even when another of its settings did; a breaker whose own
+    settings changed starts afresh. Calls already running
     finish on the pipeline they started with. Code that keeps a pipeline for a long
     time and wants to follow reloads holds :meth:`live` instead.
 
