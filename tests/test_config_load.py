@@ -560,6 +560,22 @@ def test_several_parents_merge_left_to_right():
     assert multiple.bulkhead == BulkheadSettings(max_concurrent=3)
 
 
+def test_description_and_extends_are_not_inherited():
+    registry = load(
+        """
+        bases:
+          b: {description: a template, retry: 2}
+        policies:
+          p: {extends: b}
+          q: {extends: p, description: mine}
+        """
+    )
+    p, q = registry.document.policies["p"], registry.document.policies["q"]
+    assert (p.description, p.extends) == (None, ("b",))
+    assert (q.description, q.extends) == ("mine", ("p",))
+    assert q.retry == RetrySettings(attempts=2)
+
+
 def test_bases_are_not_policies():
     registry = load(INHERIT)
     assert list(registry) == ["payments", "search", "multiple", "plain"]

@@ -254,10 +254,11 @@ class _Validation:
             if default_layer is not None:
                 layer = _with_defaults(layer, default_layer)
             value = {k: v for k, v in layer.value.items() if not (k in SECTIONS and v is None)}
-            if "extends" in policy:
-                value["extends"] = policy["extends"]
-            else:
-                value.pop("extends", None)
+            for own in ("extends", "description"):  # about the policy itself: not inherited
+                if own in policy:
+                    value[own] = policy[own]
+                else:
+                    value.pop(own, None)
             self.layers[str(name)] = _Layer(value, layer.origin)
             resolved[name] = value
         return resolved
