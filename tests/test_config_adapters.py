@@ -121,3 +121,26 @@ def test_grpc_interceptor_routes_follow_reloads():
         "yaml",
     )
     assert routes.policy("/shop.v1.Orders/Create").policies[0].seconds == 3.0
+
+
+@pytest.mark.redis
+def test_replicas_share_a_limit_through_a_redis_backend(redis_url):
+    import resilient as rs
+
+    text = textwrap.dedent(
+        """
+        backends:
+          shared: {url: "${REDIS_URL}", prefix: config-test, on_backend_error: local}
+        policies:
+          partner: {rate_limit: {rate: 3/minute, algorithm: sliding_window, backend: shared}}
+          strict: {rate_limit: {rate: 3/minute, backend: shared, on_backend_error: deny}}
+        """
+    )
+    replicas = [load_config(text, "yaml", env={"REDIS_URL": redis_url}) for _ in range(2)]
+    a, b = (r["partner"] for r in replicas)
+    assert [a.call(lambda: 1), b.call(lambda: 2), a.call(lambda: 3)] == [1, 2, 3]
+    with pytest.raises(rs.RateLimitedError):
+        b.call(lambda: 4)  # the fourth call of the minute, whichever replica makes it
+    store = replicas[0]["strict"].policies[0].store
+    assert (store.prefix, store.on_backend_error) == ("config-test", "deny")
+    assert replicas[0]["partner"].policies[0].store.on_backend_error == "local"
