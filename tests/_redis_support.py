@@ -1,0 +1,148 @@
+"""Helpers for the Redis store tests: one driver for sync and async stores, a
+client-side command log, unique key prefixes."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import socket
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import _servers
+
+from resilient._algorithms import Decision, Limit
+
+_COUNTER = itertools.count()
+
+# A Redis Cluster node also listens on its port + 10000 (the cluster bus), so a
+# port above 55535 makes the node exit at start; the kernel hands out ports up
+# to 60999. Until the shared fixtures pick such ports themselves, the helpers
+# of these tests make them do so (the choice of port changes nothing else).
+_free_port = _servers.free_port
+
+
+def _cluster_safe_port() -> int:
+    while True:
+        port = _free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((_servers.HOST, port + 10000))
+            except OSError:
+                continue
+        return port
+
+
+_servers.free_port = _cluster_safe_port
+
+
+def unique_prefix(tag: str = "t") -> str:
+    """A key prefix no other test (or example) uses."""
+    return f"{tag}{os.getpid()}-{next(_COUNTER)}"
+
+
+class Driver:
+    """Calls a store's sync methods, or its async ones on a private event loop that
+    lives as long as the driver (an asyncio client belongs to one loop)."""
+
+    def __init__(self, store: Any, flavour: str = "sync") -> None:
+        self.store = store
+        self.flavour = flavour
+        self.loop = asyncio.new_event_loop() if flavour == "async" else None
+
+    def _run(self, coroutine: Any) -> Any:
+        assert self.loop is not None
+        return self.loop.run_until_complete(coroutine)
+
+    def acquire(
+        self, key: str, limits: Sequence[Limit], cost: int = 1, max_wait: float = 0.0
+    ) -> Decision:
+        if self.loop is None:
+            return self.store.try_acquire(key, limits, cost, max_wait=max_wait)
+        return self._run(self.store.atry_acquire(key, limits, cost, max_wait=max_wait))
+
+    def release(self, key: str, limits: Sequence[Limit], cost: int, wait_left: float) -> None:
+        if self.loop is None:
+            self.store.release(key, limits, cost, wait_left)
+        else:
+            self._run(self.store.arelease(key, limits, cost, wait_left))
+
+    def reset(self, key: str, limits: Sequence[Limit]) -> None:
+        if self.loop is None:
+            self.store.reset(key, limits)
+        else:
+            self._run(self.store.areset(key, limits))
+
+    def ping(self) -> bool:
+        if self.loop is None:
+            return bool(self.store.ping())
+        return bool(self._run(self.store.aping()))
+
+    def close(self) -> None:
+        if self.loop is None:
+            self.store.close()
+            return
+        try:
+            self._run(self.store.aclose())
+        finally:
+            self.loop.close()
+            self.loop = None
+
+    def __repr__(self) -> str:
+        return f"Driver({self.store!r}, {self.flavour})"
+
+
+def _command_name(packed: Any) -> str:
+    data = b"".join(packed) if isinstance(packed, list | tuple) else bytes(packed)
+    parts = data.split(b"\r\n")
+    return parts[2].decode().upper() if len(parts) > 2 else "?"
+
+
+class CommandLog:
+    """Every command any redis-py connection (sync or asyncio) writes to a socket,
+    by name, in order: one entry per round trip (nothing here pipelines)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self._lock = threading.Lock()
+
+    def record(self, packed: Any) -> None:
+        with self._lock:
+            self.names.append(_command_name(packed))
+
+    def clear(self) -> None:
+        with self._lock:
+            self.names.clear()
+
+
+@contextmanager
+def command_log() -> Iterator[CommandLog]:
+    from redis import connection as sync_connection
+    from redis.asyncio import connection as async_connection
+
+    log = CommandLog()
+    sync_class = sync_connection.AbstractConnection
+    async_class = async_connection.AbstractConnection
+    sync_send = sync_class.send_packed_command
+    async_send = async_class.send_packed_command
+
+    def send(self: Any, command: Any, *args: Any, **kwargs: Any) -> Any:
+        log.record(command)
+        return sync_send(self, command, *args, **kwargs)
+
+    async def asend(self: Any, command: Any, *args: Any, **kwargs: Any) -> Any:
+        log.record(command)
+        return await async_send(self, command, *args, **kwargs)
+
+    sync_class.send_packed_command = send
+    async_class.send_packed_command = asend
+    try:
+        yield log
+    finally:
+        sync_class.send_packed_command = sync_send
+        async_class.send_packed_command = async_send
