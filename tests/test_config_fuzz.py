@@ -260,7 +260,7 @@ def test_plausible_documents(document):
     _load(document)
 
 
-@FUZZ
+@settings(FUZZ, max_examples=60)
 @given(st.one_of(shaped, plausible))
 def test_random_yaml_and_json_texts(document):
     _load(yaml.safe_dump(document), "yaml")
