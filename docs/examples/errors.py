@@ -27,6 +27,8 @@ def respond() -> tuple[int, dict[str, str]]:
     except rs.TimeoutExceededError:  # also a TimeoutError
         return 504, {}
     return 200, {}
+
+
 # --8<-- [end:example]
 
 

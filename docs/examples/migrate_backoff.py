@@ -30,6 +30,8 @@ def poll_before(feed: Feed) -> object:
 @backoff.on_predicate(backoff.constant, lambda value: value is None, interval=1, max_tries=3)
 def wait_for_job_before(feed: Feed) -> object:
     return feed.poll()
+
+
 # --8<-- [end:before]
 
 
@@ -55,6 +57,8 @@ def poll_after(feed: Feed) -> object:
 )
 def wait_for_job_after(feed: Feed) -> object:
     return feed.poll()
+
+
 # --8<-- [end:after]
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ def cached_quote(sku: str) -> float:
 )
 def quote_before(sku: str) -> float:
     return pricing.quote(sku)
+
+
 # --8<-- [end:before]
 
 
@@ -51,6 +53,8 @@ quote_circuit = rs.CircuitBreaker(
 @rs.Pipeline(rs.Fallback(handler=lambda exc: 9.0, on=rs.CircuitOpenError), quote_circuit)
 def quote_after(sku: str) -> float:
     return pricing.quote(sku)
+
+
 # --8<-- [end:after]
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ def allow_export_before(user: str) -> tuple[bool, int]:
     allowed = fixed.hit(export_limit, "export", user)
     stats = fixed.get_window_stats(export_limit, "export", user)  # a second lookup
     return allowed, stats.remaining
+
+
 # --8<-- [end:before]
 
 
@@ -37,6 +39,8 @@ def allow_search_after(user: str) -> bool:
 def allow_export_after(user: str) -> tuple[bool, int]:
     decision = export.try_acquire(user)  # allowed, remaining, retry_after, reset_after
     return decision.allowed, decision.remaining
+
+
 # --8<-- [end:after]
 
 

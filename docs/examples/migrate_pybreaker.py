@@ -32,6 +32,8 @@ db_breaker = pybreaker.CircuitBreaker(
 @db_breaker
 def get_user_before(user_id: int) -> dict[str, int]:
     return db.get_user(user_id)
+
+
 # --8<-- [end:before]
 
 
@@ -56,6 +58,8 @@ db_circuit = rs.CircuitBreaker(
 @db_circuit
 def get_user_after(user_id: int) -> dict[str, int]:
     return db.get_user(user_id)
+
+
 # --8<-- [end:after]
 
 

@@ -26,6 +26,8 @@ async def search(query: str) -> list[str]:
     except rs.CircuitOpenError as exc:  # also a pybreaker.CircuitBreakerError
         print(f"search is off for {exc.retry_after:.0f}s")
         return []
+
+
 # --8<-- [end:example]
 
 

@@ -20,6 +20,8 @@ app_before.add_exception_handler(RateLimitExceeded, _rate_limit_exceeded_handler
 @limiter.limit("5/minute")
 async def search_before(request: Request) -> dict[str, list[str]]:
     return {"results": []}
+
+
 # --8<-- [end:before]
 
 
@@ -37,6 +39,8 @@ app_after.add_middleware(
 @app_after.get("/search")
 async def search_after() -> dict[str, list[str]]:
     return {"results": []}
+
+
 # --8<-- [end:after]
 
 

@@ -29,6 +29,8 @@ import stamina
 )
 def call_before(upstream: Upstream) -> str:
     return upstream.get()
+
+
 # --8<-- [end:before]
 
 
@@ -44,6 +46,8 @@ import resilient as rs
 )
 def call_after(upstream: Upstream) -> str:
     return upstream.get()
+
+
 # --8<-- [end:after]
 
 

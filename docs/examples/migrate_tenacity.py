@@ -41,6 +41,8 @@ import tenacity
 )
 def fetch_before(client: Client) -> Response:
     return client.get("/users/1")
+
+
 # --8<-- [end:before-basic]
 
 
@@ -57,6 +59,8 @@ fetch_retry = rs.Retry(
 @fetch_retry
 def fetch_after(client: Client) -> Response:
     return client.get("/users/1")
+
+
 # --8<-- [end:after-basic]
 
 
@@ -69,6 +73,8 @@ def fetch_after(client: Client) -> Response:
 )
 def report_before(client: Client) -> Response:
     return client.get("/report")
+
+
 # --8<-- [end:before-results]
 
 
@@ -85,6 +91,8 @@ report_retry = rs.Retry(
 @report_retry
 def report_after(client: Client) -> Response:
     return client.get("/report")
+
+
 # --8<-- [end:after-results]
 
 
@@ -92,6 +100,8 @@ def report_after(client: Client) -> Response:
 @tenacity.retry(stop=tenacity.stop_after_attempt(3), wait=tenacity.wait_fixed(1), reraise=True)
 async def ping_before(client: Client) -> Response:
     return client.get("/ping")
+
+
 # --8<-- [end:before-async]
 
 
@@ -99,6 +109,8 @@ async def ping_before(client: Client) -> Response:
 @rs.Retry(attempts=3, backoff=rs.Backoff.constant(1), retry_on=Exception)
 async def ping_after(client: Client) -> Response:  # the same decorator serves async def
     return client.get("/ping")
+
+
 # --8<-- [end:after-async]
 
 

@@ -52,11 +52,14 @@ if __name__ == "__main__":
     assert isinstance(retry, rs.Retry)
     clock = FakeClock()
     calls, fetch = flaky_factory(3)
-    assert retry_from_tenacity(
-        stop=stop_after_attempt(5),
-        wait=wait_exponential(multiplier=0.5, max=8),
-        retry=retry_if_exception_type(ConnectionError),
-        clock=clock,
-    ).call(fetch) == "ok"  # type: ignore[arg-type]
+    assert (
+        retry_from_tenacity(
+            stop=stop_after_attempt(5),
+            wait=wait_exponential(multiplier=0.5, max=8),
+            retry=retry_if_exception_type(ConnectionError),
+            clock=clock,
+        ).call(fetch)
+        == "ok"
+    )  # type: ignore[arg-type]
     assert (len(calls), clock.sleeps) == (4, [0.5, 1.0, 2.0])
     assert same_policy.config.attempts == 3

@@ -22,6 +22,8 @@ app.add_middleware(
 @app.get("/quotes/{symbol}")
 async def quote(symbol: str) -> dict[str, object]:
     return {"symbol": symbol, "price": 101.5}
+
+
 # --8<-- [end:server]
 
 
@@ -45,6 +47,8 @@ async def main() -> None:
     async with quotes_client() as client:
         response = await client.get("/quotes/ACME")
         print(response.json())
+
+
 # --8<-- [end:client]
 
 

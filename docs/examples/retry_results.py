@@ -46,9 +46,7 @@ assert seen[0].closed and seen[1].closed  # discarded responses are closed
 
 if __name__ == "__main__":
     # When the deadline cannot fit another try, the last result is returned as is.
-    late = rs.Retry(
-        attempts=5, retry_if=lambda r: r.status == 503, deadline=1.0, clock=FakeClock()
-    )
+    late = rs.Retry(attempts=5, retry_if=lambda r: r.status == 503, deadline=1.0, clock=FakeClock())
     busy = Response(503, retry_after=5.0)
     assert late.call(lambda: busy) is busy
     assert not busy.closed

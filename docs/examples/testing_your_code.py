@@ -14,6 +14,8 @@ def make_client_policy(clock: rs.Clock | None = None) -> rs.Pipeline:
         rs.Retry(attempts=3, backoff=rs.Backoff.constant("1s"), clock=clock),
         rs.CircuitBreaker(name="catalog", consecutive_failures=3, open_for="1m", clock=clock),
     )
+
+
 # --8<-- [end:app]
 
 
@@ -45,6 +47,8 @@ def test_breaker_recovers_after_a_minute() -> None:
         assert exc.retry_after == 60.0  # opened by the third try, at t=2
     clock.advance(60)
     assert policy.call(catalog.get) == "item"
+
+
 # --8<-- [end:fake-clock]
 
 
@@ -60,6 +64,8 @@ def test_events_tell_what_happened() -> None:
     assert (scheduled.attempt, scheduled.delay) == (1, 2.0)
     assert isinstance(scheduled.cause, ConnectionError)
     assert events.of(CircuitStateChanged) == []
+
+
 # --8<-- [end:recording]
 
 
@@ -73,6 +79,8 @@ def test_fast_without_touching_the_policies() -> None:
             policy.call(Catalog(failures=1).get)
         except ConnectionError:
             pass
+
+
 # --8<-- [end:set-testing]
 
 
