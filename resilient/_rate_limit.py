@@ -185,6 +185,8 @@ class _RateLimiter(PolicyBase):
         "_async_store",
         "_cost",
         "_cost_fn",
+        "_fast_admit",
+        "_fast_decide",
         "_key",
         "_key_fn",
         "_max_cost",
@@ -260,6 +262,13 @@ class _RateLimiter(PolicyBase):
         # the fixed key's entry is pinned there so its calls skip the key map.
         self._table = store.table(self.limits) if isinstance(store, MemoryStore) else None
         self._pin = None if self._table is None else self._table.pin(self._skey)
+        # A fixed key and cost get a ready-made decision function for call()/acall().
+        self._fast_admit: Callable[[float], float] | None = None
+        self._fast_decide: Callable[[int], Decision] | None = None
+        if self._table is not None and self._pin is not None:
+            self._fast_decide = self._table.decider(self._pin)
+            if self._key_fn is None and self._cost_fn is None:
+                self._fast_admit = self._table.admitter(self._pin, self._cost)
         self._admit: Callable[[str, int, float], float] = (
             self._table.admit if self._table is not None else self._store_admit
         )
@@ -290,22 +299,28 @@ class _RateLimiter(PolicyBase):
     def try_acquire(self, key: Hashable = None, cost: int = 1) -> Decision:
         """Take *cost* units for *key* now if they are available; never waits.
 
+        A refusal consumes nothing. Listeners (the policy's or the global ones)
+        receive a ``CallRejected`` for it; the built-in logging does not log
+        refusals of ``try_acquire`` (only those of ``call``/``acall``), so a
+        caller probing a flood of requests pays nothing for events nobody reads.
+
         Args:
             key: the partition (``None``: the limiter's fixed key, or one shared
                 limit when the key is a callable).
             cost: units to take, from 1 to the limiter's capacity.
+
+        Returns:
+            The :class:`~resilient.Decision`, truthy when allowed.
 
         Raises:
             ConfigError: *cost* is out of range (a ``ValueError``).
         """
         if cost != 1:
             self._checked_cost(cost)
-        table = self._table
-        if table is not None:
-            if key is None:
-                result = table.decide_pinned(self._pin, cost, 0.0)  # type: ignore[arg-type]
-            else:
-                result = table.decide(self._store_key(key), cost, 0.0)
+        if key is None and self._fast_decide is not None:
+            result = self._fast_decide(cost)
+        elif self._table is not None:
+            result = self._table.decide(self._store_key(key), cost, 0.0)
         elif self._sync_store is not None:
             skey = self._skey if key is None else self._store_key(key)
             result = self._sync_store.try_acquire(skey, self.limits, cost)
@@ -318,15 +333,13 @@ class _RateLimiter(PolicyBase):
 
     async def atry_acquire(self, key: Hashable = None, cost: int = 1) -> Decision:
         """Async :meth:`try_acquire` (through the store's async methods when it has them)."""
-        skey = self._skey if key is None else self._store_key(key)
         if cost != 1:
             self._checked_cost(cost)
-        table = self._table
-        if table is not None:
-            if key is None:
-                result = table.decide_pinned(self._pin, cost, 0.0)  # type: ignore[arg-type]
-            else:
-                result = table.decide(skey, cost, 0.0)
+        skey = self._skey if key is None else self._store_key(key)
+        if key is None and self._fast_decide is not None:
+            result = self._fast_decide(cost)
+        elif self._table is not None:
+            result = self._table.decide(skey, cost, 0.0)
         elif self._async_store is not None:
             result = await self._async_store.atry_acquire(skey, self.limits, cost)
         else:
@@ -361,6 +374,13 @@ class _RateLimiter(PolicyBase):
             RateLimitedError: no capacity now (or within ``max_wait`` and the
                 caller's deadline); ``retry_after`` says when there would be.
         """
+        fast = self._fast_admit
+        if fast is not None:  # fixed key and cost, in memory: one call decides
+            budget = self._budget() if self._max_wait else 0.0
+            wait = fast(budget)
+            if wait:
+                self._wait(self._key, self._skey, self._cost, wait, budget)
+            return fn(*args, **kwargs)
         cost = (
             self._cost
             if self._cost_fn is None
@@ -369,20 +389,23 @@ class _RateLimiter(PolicyBase):
         budget = self._budget() if self._max_wait else 0.0
         if self._key_fn is None:
             key, skey = self._key, self._skey
-            if self._pin is not None:
-                wait = self._table.admit_pinned(self._pin, cost, budget)  # type: ignore[union-attr]
-            else:
-                wait = self._store_admit(skey, cost, budget)
         else:
             key = self._key_fn(*args, **kwargs)
             skey = self._store_key(key)
-            wait = self._admit(skey, cost, budget)
+        wait = self._admit(skey, cost, budget)
         if wait:
             self._wait(key, skey, cost, wait, budget)
         return fn(*args, **kwargs)
 
     async def acall(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Await ``fn(*args, **kwargs)`` once the limiter admits it (see :meth:`call`)."""
+        fast = self._fast_admit
+        if fast is not None:  # fixed key and cost, in memory: one call decides
+            budget = self._budget() if self._max_wait else 0.0
+            wait = fast(budget)
+            if wait:
+                await self._await(self._key, self._skey, self._cost, wait, budget)
+            return await fn(*args, **kwargs)
         cost = (
             self._cost
             if self._cost_fn is None
@@ -394,9 +417,7 @@ class _RateLimiter(PolicyBase):
         else:
             key = self._key_fn(*args, **kwargs)
             skey = self._store_key(key)
-        if self._pin is not None and skey is self._skey:
-            wait = self._table.admit_pinned(self._pin, cost, budget)  # type: ignore[union-attr]
-        elif self._table is not None:
+        if self._table is not None:
             wait = self._table.admit(skey, cost, budget)
         else:
             wait = await self._astore_admit(skey, cost, budget)

@@ -114,14 +114,14 @@ def test_pinned_key_shares_state_with_lookups_and_is_never_evicted(clock):
     store.try_acquire("fixed", BUCKET)
     pin = table.pin("fixed")
     assert pin.value is not None  # moved from the key map
-    assert table.admit_pinned(pin, 1, 0.0) == 0.0
+    assert table.admitter(pin, 1)(0.0) == 0.0
     assert not store.try_acquire("fixed", BUCKET).allowed
     for key in range(10):
         store.try_acquire(str(key), BUCKET)
     assert table.pin("fixed") is pin
-    assert not table.decide_pinned(pin, 1, 0.0).allowed
+    assert not table.decider(pin)(1).allowed
     store.reset("fixed", BUCKET)
-    assert table.decide_pinned(pin, 1, 0.0).allowed
+    assert table.decider(pin)(1).allowed
 
 
 def test_booking_and_release(store, clock):
@@ -154,6 +154,18 @@ def test_several_limits_in_one_call(store, clock):
     assert booked == Decision(True, 59.0, 0, 2, 60.0)  # the next per-minute window
     store.release("k", limits, 1, 59.0)
     assert store.table(limits).peek("k").retry_after == 59.0
+
+
+def test_pinned_entries_with_several_limits(clock):
+    """The pinned functions of a multi-limit table decide like the protocol path."""
+    limits = (*LOG, *BUCKET)
+    store = MemoryStore(clock=clock)
+    table = store.table(limits)
+    pin = table.pin("k")
+    assert table.admitter(pin, 1)(0.0) == 0.0
+    assert table.decider(pin)(1) == Decision(True, 0.0, 0, 2, 10.0)
+    assert table.admitter(pin, 1)(0.0) == -10.0  # the log is full for 10 s
+    assert store.try_acquire("k", limits).retry_after == 10.0
 
 
 def test_peek_consumes_nothing(store):

@@ -13,6 +13,7 @@ both :class:`~resilient.backends.RateLimitStore` and
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -58,7 +59,8 @@ class _Table:
 
     Keys live in a :class:`BoundedMap`. A limiter's fixed key (``key=None`` or a
     constant) is *pinned* instead: its entry is never evicted or expired, and the
-    limiter holds it, so its calls skip the lookup (``admit_pinned``).
+    limiter holds it, so its calls skip the lookup: :meth:`admitter` and
+    :meth:`decider` bind a pinned entry into a ready-made function.
     """
 
     __slots__ = (
@@ -73,8 +75,6 @@ class _Table:
         "_release",
         "_single",
         "_status",
-        "admit_pinned",
-        "decide_pinned",
         "keys",
         "limits",
         "max_cost",
@@ -101,11 +101,6 @@ class _Table:
         self._commit = algorithm.commit
         self._status = algorithm.status
         self._release = algorithm.release
-        # The calls of a limiter's fixed key (pinned): the cost is already checked.
-        self.admit_pinned: Callable[[Entry[Any], int, float], float] = self._admit_pinned
-        self.decide_pinned: Callable[[Entry[Any], int, float], Decision] = self._decide_pinned
-        if self._single:
-            self.admit_pinned, self.decide_pinned = _fast_paths(self)
 
     def check_cost(self, cost: int) -> None:
         if type(cost) is not int or not 1 <= cost <= self.max_cost:
@@ -205,6 +200,19 @@ class _Table:
         finally:
             lock.release()
 
+    def admitter(self, entry: Entry[Any], cost: int) -> Callable[[float], float]:
+        """``admit(max_wait) -> wait`` for a pinned *entry* and a fixed, checked *cost*."""
+        if self._single:
+            return _single_admitter(self, entry, cost)
+        return functools.partial(self._admit_pinned, entry, cost)
+
+    def decider(self, entry: Entry[Any]) -> Callable[[int], Decision]:
+        """``decide(cost) -> Decision`` (never booking) for a pinned *entry*; the cost is
+        checked by the caller."""
+        if self._single:
+            return _single_decider(self, entry)
+        return functools.partial(self._decide_pinned, entry, max_wait=0.0)
+
     def _admit_pinned(self, entry: Entry[Any], cost: int, max_wait: float) -> float:
         now = self._now()
         with self._lock:
@@ -280,28 +288,22 @@ class _Table:
         return decision(True, 0.0, remaining, capacity, reset_after)
 
 
-def _fast_paths(
-    table: _Table,
-) -> tuple[Callable[[Entry[Any], int, float], float], Callable[[Entry[Any], int, float], Decision]]:
-    """``admit_pinned`` and ``decide_pinned`` for a single-limit table, as closures.
+# The functions below are the whole cost of an in-memory decision for a limiter's
+# fixed key. In CPython each call and attribute lookup costs about as much as the
+# arithmetic, so the steps of ``_Table._take`` are inlined, everything is bound
+# once in a closure, and the lock is taken with acquire()/release() (a ``with``
+# block costs twice as much).
 
-    This is the whole cost of an in-memory decision, and in CPython each method
-    call and attribute lookup costs about as much as the arithmetic: so the
-    steps of ``_Table._take`` are inlined here, everything the closures need is
-    bound once, and the lock is taken with acquire()/release() (a ``with`` block
-    costs twice as much).
-    """
+
+def _single_admitter(table: _Table, entry: Entry[Any], cost: int) -> Callable[[float], float]:
     limit = table.limits[0]
-    capacity = limit.capacity
     check = table._check
-    status = table._status
     defer = table._defer
     now_fn = table._now
     acquire = table._lock.acquire
     release = table._lock.release
-    builder = _DecisionBuilder
 
-    def admit_pinned(entry: Entry[Any], cost: int, max_wait: float) -> float:
+    def admit(max_wait: float) -> float:
         now = now_fn()
         acquire()
         try:
@@ -313,32 +315,39 @@ def _fast_paths(
         finally:
             release()
 
-    def decide_pinned(entry: Entry[Any], cost: int, max_wait: float) -> Decision:
+    return admit
+
+
+def _single_decider(table: _Table, entry: Entry[Any]) -> Callable[[int], Decision]:
+    limit = table.limits[0]
+    capacity = limit.capacity
+    check = table._check
+    status = table._status
+    now_fn = table._now
+    acquire = table._lock.acquire
+    release = table._lock.release
+    builder = _DecisionBuilder
+
+    def decide(cost: int) -> Decision:
         now = now_fn()
         acquire()
         try:
             at, state = check(limit, entry.value, now, cost, True)
-            if at <= now:
-                entry.value = state
-                remaining, reset_after = status(limit, state, now)
-                made: Any = builder(True, 0.0, remaining, capacity, reset_after)
-            elif max_wait:
-                wait = defer(entry, state, now, at, cost, max_wait)
-                remaining, reset_after = status(limit, entry.value, now)
-                made = builder(wait >= 0, abs(wait), remaining, capacity, reset_after)
-            else:  # refused (try_acquire never books): the same steps as _defer's
-                wait = at - now
-                if now + wait < at:
-                    wait = wait_until(now, at)
-                entry.value = state
-                remaining, reset_after = status(limit, state, now)
-                made = builder(False, wait, remaining, capacity, reset_after)
+            entry.value = state  # consumed, or only normalised when refused
+            remaining, reset_after = status(limit, state, now)
         finally:
             release()
+        if at <= now:
+            made: Any = builder(True, 0.0, remaining, capacity, reset_after)
+        else:
+            wait = at - now
+            if now + wait < at:
+                wait = wait_until(now, at)
+            made = builder(False, wait, remaining, capacity, reset_after)
         made.__class__ = Decision  # see _DecisionBuilder
         return made  # type: ignore[no-any-return]
 
-    return admit_pinned, decide_pinned
+    return decide
 
 
 class MemoryStore:
