@@ -12,7 +12,10 @@ do with the answer:
   :class:`~resilient.RateLimitedError` (``retry_after`` set) if not, or, with
   ``max_wait``, book a place and wait for it (first in, first out), giving up
   at once when the wait would outlast ``max_wait`` or the caller's deadline
-  (:func:`resilient.remaining`).
+  (:func:`resilient.remaining`). Window limiters book at most one window ahead;
+  a caller that needs a later window, or a store that cannot book, sleeps until
+  the reported ``retry_after`` and asks again (within the same budget). A waiter
+  that is cancelled gives its booking back.
 
 Which one? A **token bucket** (``rate`` + ``burst``) paces a steady rate and
 forgives short bursts; it is the one to pace outgoing calls. A **sliding
