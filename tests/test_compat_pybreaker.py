@@ -440,6 +440,30 @@ def test_events_are_emitted_outside_the_pybreakers_lock(clock: FakeClock) -> Non
     assert not any(held)
 
 
+def test_a_pybreaker_listener_reading_the_wrapper_loses_no_event(clock: FakeClock) -> None:
+    rec = RecordingListener()
+    seen: list[str] = []
+    legacy = pybreaker.CircuitBreaker(fail_max=1, reset_timeout=10)
+    policy = wrap(legacy, clock=clock, listeners=[rec])
+
+    class Reader(pybreaker.CircuitBreakerListener):
+        def state_change(self, cb: Any, old: Any, new: Any) -> None:
+            policy.state  # noqa: B018 - re-enters the wrapper while it buffers events
+            seen.append(new.name)
+
+    legacy.add_listener(Reader())
+    with pytest.raises(ConnectionError):
+        policy.call(boom)
+    clock.advance(10)
+    policy.call(ok)
+    assert seen == ["open", "half-open", "closed"]
+    assert [(e.old, e.new) for e in rec.of(CircuitStateChanged)] == [
+        (CLOSED, OPEN),
+        (OPEN, HALF_OPEN),
+        (HALF_OPEN, CLOSED),
+    ]
+
+
 def test_state_changes_made_elsewhere_are_bridged(clock: FakeClock) -> None:
     rec = RecordingListener()
     legacy, _ = make(clock)

@@ -189,11 +189,20 @@ class _Bridge(_pb.CircuitBreakerListener):
             policy._emitter.emit(event)
 
     def begin(self) -> None:
-        self.local.buffer = []
+        """Buffer this thread's state changes (nested calls share the outer buffer)."""
+        local = self.local
+        local.depth = getattr(local, "depth", 0) + 1
+        if local.depth == 1:
+            local.buffer = []
 
     def end(self) -> list[Event]:
-        events: list[Event] = self.local.buffer
-        self.local.buffer = None
+        """The buffered changes, once the outermost :meth:`begin` ends (else none yet)."""
+        local = self.local
+        local.depth -= 1
+        if local.depth:
+            return []
+        events: list[Event] = local.buffer
+        local.buffer = None
         return events
 
 
