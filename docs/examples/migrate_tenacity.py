@@ -85,7 +85,7 @@ report_retry = rs.Retry(
     backoff=rs.Backoff.exponential(initial=0.5, maximum=4.0, jitter="full"),
     retry_if=lambda response: response.status == 503,
     retry_on=(),  # retry_if_result alone: exceptions are not retried
-)  # retries are logged on the "resilient" logger (WARNING) without a hook
+)  # each retry is logged on the "resilient" logger (INFO): no hook needed
 
 
 @report_retry
