@@ -415,18 +415,37 @@ def url_store(request: pytest.FixtureRequest) -> Iterator[tuple[Any, FakeClock]]
     ],
     ids=["token_bucket", "sliding_log", "sliding_counter", "fixed_window"],
 )
-def test_policies_on_the_store_match_memory(url_store, make, run):
+def test_policies_on_the_store_match_memory(url_store, make):
     store, clock = url_store
     ours = make(store=store, clock=clock, key=lambda user: user, name="api", max_wait=0.5)
     reference = make(clock=clock, key=lambda user: user, name="api", max_wait=0.5)
+
+    def outcome(limiter: Any, user: str) -> tuple[str, Any]:
+        try:
+            return ("ok", limiter.call(lambda user: user, user))
+        except rs.RateLimitedError as exc:
+            return ("refused", exc.retry_after)
+
+    async def aoutcome(limiter: Any, user: str) -> tuple[str, Any]:
+        async def echo(user: str) -> str:
+            return user
+
+        try:
+            return ("ok", await limiter.acall(echo, user))
+        except rs.RateLimitedError as exc:
+            return ("refused", exc.retry_after)
+
+    async def async_steps() -> None:
+        for step in range(12):
+            user = f"a{step % 2}"
+            assert await aoutcome(ours, user) == await aoutcome(reference, user)
+            clock.advance(0.05)
+        assert await ours.atry_acquire("a9") == await reference.atry_acquire("a9")
+        await store.aclose()
+
     for step in range(12):
-        outcomes = []
-        for limiter in (ours, reference):
-            try:
-                outcomes.append(("ok", run(limiter, lambda user: user, f"u{step % 2}")))
-            except rs.RateLimitedError as exc:
-                outcomes.append(("refused", exc.retry_after))
-        assert outcomes[0] == outcomes[1]
+        user = f"u{step % 2}"
+        assert outcome(ours, user) == outcome(reference, user)
         clock.advance(0.05)
     assert ours.try_acquire("u9") == reference.try_acquire("u9")
-    assert asyncio.run(ours.atry_acquire("u9")) == asyncio.run(reference.atry_acquire("u9"))
+    asyncio.run(async_steps())
