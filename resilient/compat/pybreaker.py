@@ -483,17 +483,13 @@ def migrate(
 
     The settings map as follows:
 
-    =========================  ==================================================
-    pybreaker                  resilient
-    =========================  ==================================================
-    ``fail_max``               ``consecutive_failures`` (the failure-rate window
-                               is set so that only this rule can trip)
-    ``reset_timeout``          ``open_for``
-    ``success_threshold`` (n)  ``half_open_calls=n``, and a probe failure rate
-                               of ``1/n``: n successes close, one failure re-opens
-    ``exclude``                ``record`` (excluded = success) or ``ignore``
-    ``name``                   ``name``
-    =========================  ==================================================
+    * ``fail_max`` to ``consecutive_failures`` (the failure-rate window is set so
+      that only this rule can trip);
+    * ``reset_timeout`` to ``open_for``;
+    * ``success_threshold`` *n* to ``half_open_calls=n`` with a probe failure rate of
+      ``1/n``: *n* successes close, one failure re-opens;
+    * ``exclude`` to ``record`` (an excluded exception is a success) or ``ignore``;
+    * ``name`` to ``name``.
 
     The new breaker starts CLOSED and in memory; slow calls never count. It
     differs from pybreaker where pybreaker is wrong for concurrent code: only
