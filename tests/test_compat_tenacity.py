@@ -773,3 +773,33 @@ def test_importing_the_package_does_not_import_the_peers() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_strategies_through_the_httpx_adapter_see_the_outcome() -> None:
+    httpx = pytest.importorskip("httpx")
+    from resilient.adapters.httpx import ResilientTransport
+
+    answers = iter(["connect", 503, 200])
+    seen: list[tuple[int, str]] = []
+
+    def handler(request: Any) -> Any:
+        answer = next(answers)
+        if answer == "connect":
+            raise httpx.ConnectError("refused", request=request)
+        return httpx.Response(answer)
+
+    def wait(state: Any) -> float:
+        outcome = state.outcome
+        if outcome.failed:
+            seen.append((state.attempt_number, type(outcome.exception()).__name__))
+            return 2.0
+        seen.append((state.attempt_number, str(outcome.result().status_code)))
+        return 0.5
+
+    clock = FakeClock()
+    retry = retry_from_tenacity(stop=stop_after_attempt(3), wait=wait, clock=clock)
+    transport = ResilientTransport(retry, transport=httpx.MockTransport(handler))
+    with httpx.Client(transport=transport, base_url="http://127.0.0.1") as client:
+        assert client.get("/").status_code == 200
+    assert seen == [(1, "ConnectError"), (2, "503")]
+    assert clock.sleeps == [2.0, 0.5]

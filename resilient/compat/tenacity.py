@@ -18,7 +18,9 @@ and honours ``set_testing()``. The strategies themselves are called as tenacity
 calls them, with a small stand-in for tenacity's ``RetryCallState``
 (``attempt_number``, ``outcome``, ``start_time``, ``outcome_timestamp``,
 ``seconds_since_start``, ``idle_for``, ``upcoming_sleep``, ``fn``, ``args``,
-``kwargs``), so custom strategies keep working.
+``kwargs``), so custom strategies keep working. (Given to an adapter, which runs
+its own copy of a ``Retry``, the strategies still see the attempt number and the
+outcome, but not the call's timings or arguments.)
 
 How each kind of strategy maps:
 
@@ -148,6 +150,13 @@ class _Call:
 
 
 _CURRENT: ContextVar[_Call | None] = ContextVar("resilient_tenacity_call", default=None)
+
+_LAST: ContextVar[tuple[object, object] | None] = ContextVar(
+    "resilient_tenacity_outcome", default=None
+)
+"""(owner, outcome) of the last outcome about to be waited on, for a retry driven outside
+``TenacityRetry.call`` (the adapters copy a ``Retry``'s settings into their own): the
+outcome is recorded just before the wait is asked, in the same thread or task."""
 
 
 class RetryCallStateShim:
@@ -286,7 +295,14 @@ def backoff_from_tenacity(
                 kwargs=call.kwargs,
             )
         else:
-            state = RetryCallStateShim(retry)
+            last = _LAST.get()
+            if last is not None and last[0] is owner:
+                value = last[1]
+                state = RetryCallStateShim(
+                    retry, _future(retry, value, isinstance(value, BaseException))
+                )
+            else:
+                state = RetryCallStateShim(retry)
         return float(wait(state))
 
     backoff.__qualname__ = f"backoff_from_tenacity({_describe(wait)})"
@@ -483,6 +499,8 @@ class TenacityRetry(Retry):
                 failed = isinstance(outcome, BaseException)
                 call.outcome = (call.attempt, outcome, failed, call.clock_now())
                 call.attempt += 1
+            else:
+                _LAST.set((owner, outcome))
             return hint(outcome)
 
         kwargs["retry_after"] = retry_after
