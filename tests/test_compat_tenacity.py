@@ -675,9 +675,14 @@ def test_shim_without_a_call() -> None:
     assert "3" in repr(state)
 
 
-def test_not_callable_strategies_are_config_errors() -> None:
+def test_not_callable_or_async_strategies_are_config_errors() -> None:
+    async def async_wait(state: Any) -> float:
+        return 1.0
+
     with pytest.raises(rs.ConfigError, match="wait"):
         retry_from_tenacity(wait=3)  # type: ignore[arg-type]
+    with pytest.raises(rs.ConfigError, match="sync"):
+        retry_from_tenacity(wait=async_wait)  # type: ignore[arg-type]
     with pytest.raises(rs.ConfigError, match="retry"):
         retry_from_tenacity(retry="ConnectionError")  # type: ignore[arg-type]
 

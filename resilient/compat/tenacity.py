@@ -52,6 +52,7 @@ tenacity is imported only when one of these functions needs it (install the
 
 from __future__ import annotations
 
+import inspect
 import math
 import sys
 from collections.abc import Awaitable, Callable
@@ -276,8 +277,8 @@ def backoff_from_tenacity(
     Raises:
         ConfigError: *wait* is not callable.
     """
-    if not callable(wait):
-        raise ConfigError("wait", wait, "a tenacity wait strategy (callable(retry_state))")
+    if not callable(wait) or inspect.iscoroutinefunction(wait):
+        raise ConfigError("wait", wait, "a tenacity wait strategy (sync callable(retry_state))")
 
     def backoff(retry: int) -> float:
         call = _CURRENT.get()
@@ -357,8 +358,8 @@ def retry_predicates_from_tenacity(
     Raises:
         ConfigError: *retry* is not callable.
     """
-    if not callable(retry):
-        raise ConfigError("retry", retry, "a tenacity retry strategy (callable(retry_state))")
+    if not callable(retry) or inspect.iscoroutinefunction(retry):
+        raise ConfigError("retry", retry, "a tenacity retry strategy (sync callable(retry_state))")
     t = _tenacity()
     try_again = t.TryAgain
     retry_on: RetryOn
