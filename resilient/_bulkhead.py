@@ -442,6 +442,40 @@ class Bulkhead(PolicyBase):
         finally:
             core.leave()
 
+    # -- the decorator: the drivers with `fn` and the helpers bound once ---------------------
+
+    def _wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        core, wait, emitter, observed = self._core, self._wait, self._emitter, self._observed
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            waiter = core.enter(_ThreadWaiter)
+            if waiter is not None:
+                wait(waiter)
+            if emitter.listening:
+                return observed(fn, *args, **kwargs)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                core.leave()
+
+        return guarded
+
+    def _awrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        core, wait, emitter, observed = self._core, self._await_turn, self._emitter, self._aobserved
+
+        async def guarded(*args: Any, **kwargs: Any) -> Any:
+            waiter = core.enter(_TaskWaiter)
+            if waiter is not None:
+                await wait(waiter)
+            if emitter.listening:
+                return await observed(fn, *args, **kwargs)
+            try:
+                return await fn(*args, **kwargs)
+            finally:
+                core.leave()
+
+        return guarded
+
     def _observed(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         start = self.clock.monotonic()
         try:

@@ -93,6 +93,76 @@ def test_per_call_events_when_listening(run, clock):
     assert bh.stats().in_flight == 0
 
 
+def test_decorated_functions_share_the_slots(clock):
+    """@bulkhead on def and async def: same slots, same queue, same events."""
+    listener = RecordingListener()
+    bh = rs.Bulkhead(1, clock=clock, listeners=[listener])
+
+    @bh
+    def inner() -> str:
+        return "inner"
+
+    @bh
+    def outer() -> str:
+        with pytest.raises(rs.BulkheadFullError):
+            inner()
+        return "outer"
+
+    @bh
+    async def aouter() -> str:
+        with pytest.raises(rs.BulkheadFullError):
+            inner()
+        return "aouter"
+
+    assert outer() == "outer"
+    assert asyncio.run(aouter()) == "aouter"
+    assert inner() == "inner"
+    assert len(listener.of(CallSucceeded)) == 3
+    stats = bh.stats()
+    assert (stats.in_flight, stats.admitted, stats.rejected) == (0, 3, 2)
+
+
+async def test_a_decorated_coroutine_waits_in_the_queue(clock):
+    """A decorated async def queues like acall and runs once a slot frees up."""
+    bh = rs.Bulkhead(1, max_queued=1, max_wait=None, clock=clock)
+    release = asyncio.Event()
+
+    @bh
+    async def hold() -> None:
+        await release.wait()
+
+    @bh
+    async def after() -> str:
+        return "after"
+
+    holder = asyncio.create_task(hold())
+    await aeventually(lambda: bh.stats().in_flight == 1)
+    waiter = asyncio.create_task(after())
+    await aeventually(lambda: bh.stats().queued == 1)
+    release.set()
+    await holder
+    assert await waiter == "after"
+
+
+def test_a_decorated_function_waits_in_the_queue(clock):
+    """A decorated def queues like call and runs once a slot frees up."""
+    bh = rs.Bulkhead(1, max_queued=1, max_wait=None, clock=clock)
+    release = threading.Event()
+    done: list[str] = []
+    hold = bh(release.wait)
+    record = bh(done.append)
+    holder = threading.Thread(target=hold, args=(WAIT,))
+    holder.start()
+    eventually(lambda: bh.stats().in_flight == 1)
+    waiter = threading.Thread(target=record, args=("after",))
+    waiter.start()
+    eventually(lambda: bh.stats().queued == 1)
+    release.set()
+    for t in (holder, waiter):
+        t.join(WAIT)
+    assert done == ["after"]
+
+
 def test_stats_snapshot_and_repr(clock):
     """stats() is frozen and reports the configuration and counters."""
     bh = rs.Bulkhead(3, max_queued=2, max_wait="250ms", clock=clock)
