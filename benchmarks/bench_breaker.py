@@ -7,6 +7,9 @@ purgatory (and the stdlib semaphores), in one run.
 * Bulkhead, uncontended: overhead over a bare call, against holding a
   ``threading.BoundedSemaphore`` / ``asyncio.Semaphore`` around the same call.
 
+Each figure is the lowest of three rounds (each a median of batches), the candidates
+interleaved round by round.
+
 Every breaker uses its decorator. resilient runs with its defaults: no listener, and the
 ``"resilient"`` logger at its default level, so a rejection builds no event.
 """
@@ -37,6 +40,23 @@ NAME = "breaker"
 FOREVER = 10**9  # seconds: an open breaker stays open for the whole run
 
 
+def _rounds(quick: bool) -> int:
+    return 1 if quick else 3
+
+
+def best_of(
+    candidates: dict[str, Callable[[], Any]], quick: bool, *, asynchronous: bool = False
+) -> dict[str, float]:
+    """ns/call of each candidate: the lowest of several rounds, candidates interleaved, so
+    load from other processes on a shared machine skews every candidate alike."""
+    timer = ameasure if asynchronous else measure
+    best: dict[str, float] = {}
+    for _ in range(_rounds(quick)):
+        for name, fn in candidates.items():
+            best[name] = min(best.get(name, float("inf")), timer(fn, quick=quick))
+    return best
+
+
 def target(x: int) -> int:
     return x + 1
 
@@ -64,8 +84,12 @@ def _closed_sync(quick: bool) -> Table:
         "pybreaker.CircuitBreaker": pybreaker.CircuitBreaker(fail_max=5)(target),
         "purgatory (sync)": purgatory_factory(circuit="bench")(target),
     }
-    bare = measure(lambda: target(1), quick=quick)
-    times = {name: measure(lambda f=f: f(1), quick=quick) - bare for name, f in candidates.items()}
+    raw = best_of(
+        {"bare": lambda: target(1), **{n: (lambda f=f: f(1)) for n, f in candidates.items()}},
+        quick,
+    )
+    bare = raw.pop("bare")
+    times = {name: value - bare for name, value in raw.items()}
     table = Table(
         f"Circuit breaker, closed-state success, sync (overhead over a bare call of {ns(bare)} ns)",
         ["breaker", "overhead ns/call", "vs circuitbreaker", "vs pybreaker"],
@@ -95,8 +119,13 @@ def _closed_async(quick: bool) -> Table:
         "circuitbreaker.circuit": circuitbreaker.circuit(failure_threshold=5)(atarget),
         "purgatory (async)": purgatory_factory(circuit="bench")(atarget),
     }
-    bare = ameasure(lambda: atarget(1), quick=quick)
-    times = {name: ameasure(lambda f=f: f(1), quick=quick) - bare for name, f in candidates.items()}
+    raw = best_of(
+        {"bare": lambda: atarget(1), **{n: (lambda f=f: f(1)) for n, f in candidates.items()}},
+        quick,
+        asynchronous=True,
+    )
+    bare = raw.pop("bare")
+    times = {name: value - bare for name, value in raw.items()}
     table = Table(
         f"Circuit breaker, closed-state success, async (overhead over a bare await of "
         f"{ns(bare)} ns)",
@@ -172,16 +201,20 @@ def _open_state(quick: bool) -> Table:
         "pybreaker.CircuitBreaker": _opened(pb),
         "purgatory (sync)": _opened(purgatory_factory(circuit="open")),
     }
-    sync_times = {name: measure(f, quick=quick) for name, f in sync.items()}
+    sync_times = best_of(sync, quick)
 
     aours = rs.CircuitBreaker(consecutive_failures=1, open_for=FOREVER)
     ab = aiobreaker.CircuitBreaker(fail_max=1, timeout_duration=dt.timedelta(seconds=FOREVER))
     acb = circuitbreaker.CircuitBreaker(failure_threshold=1, recovery_timeout=FOREVER)
-    async_times = {
-        "resilient CircuitBreaker": ameasure(_aopened(aours), quick=quick),
-        "aiobreaker.CircuitBreaker": ameasure(_aopened(ab), quick=quick),
-        "circuitbreaker.circuit": ameasure(_aopened(acb), quick=quick),
-    }
+    async_times = best_of(
+        {
+            "resilient CircuitBreaker": _aopened(aours),
+            "aiobreaker.CircuitBreaker": _aopened(ab),
+            "circuitbreaker.circuit": _aopened(acb),
+        },
+        quick,
+        asynchronous=True,
+    )
 
     table = Table(
         "Circuit breaker, open-state rejection (ns per rejected call, raise and catch included)",
@@ -233,11 +266,16 @@ def _bulkhead(quick: bool) -> Table:
         with semaphore:
             return target(x)
 
-    bare = measure(lambda: target(1), quick=quick)
-    sync = {
-        "resilient Bulkhead": measure(lambda: guarded(1), quick=quick) - bare,
-        "threading.BoundedSemaphore": measure(lambda: with_semaphore(1), quick=quick) - bare,
-    }
+    raw = best_of(
+        {
+            "bare": lambda: target(1),
+            "resilient Bulkhead": lambda: guarded(1),
+            "threading.BoundedSemaphore": lambda: with_semaphore(1),
+        },
+        quick,
+    )
+    bare = raw.pop("bare")
+    sync = {name: value - bare for name, value in raw.items()}
 
     abulkhead = rs.Bulkhead(10)
     aguarded = abulkhead(atarget)
@@ -250,11 +288,17 @@ def _bulkhead(quick: bool) -> Table:
         async with sem:
             return await atarget(x)
 
-    abare = ameasure(lambda: atarget(1), quick=quick)
-    asynchronous = {
-        "resilient Bulkhead": ameasure(lambda: aguarded(1), quick=quick) - abare,
-        "asyncio.Semaphore": ameasure(lambda: with_asemaphore(1), quick=quick) - abare,
-    }
+    raw = best_of(
+        {
+            "bare": lambda: atarget(1),
+            "resilient Bulkhead": lambda: aguarded(1),
+            "asyncio.Semaphore": lambda: with_asemaphore(1),
+        },
+        quick,
+        asynchronous=True,
+    )
+    abare = raw.pop("bare")
+    asynchronous = {name: value - abare for name, value in raw.items()}
     table = Table(
         "Bulkhead, uncontended (overhead ns/call over a bare call)",
         ["guard", "sync overhead", "vs BoundedSemaphore", "async overhead", "vs asyncio.Semaphore"],
