@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any as _Any
 
+from ._adaptive import AIMD, AdaptiveConcurrency, AdaptiveConcurrencyStats, Gradient2, Vegas
 from ._algorithms import Decision
 from ._backoff import Backoff
 from ._budget import RetryBudget, RetryBudgetStats
@@ -30,11 +31,15 @@ from ._fallback import Fallback
 from ._pipeline import Pipeline, Policy
 from ._rate_limit import FixedWindow, SlidingWindow, TokenBucket
 from ._retry import Retry
+from ._throttle import Throttle, ThrottleStats
 from ._timeout import Timeout
 from ._windows import CountWindow, TimeWindow
 from .config import Registry, load_config
 
 __all__ = [
+    "AdaptiveConcurrency",
+    "AdaptiveConcurrencyStats",
+    "AIMD",
     "BackendError",
     "Backoff",
     "Bulkhead",
@@ -50,6 +55,7 @@ __all__ = [
     "Decision",
     "Fallback",
     "FixedWindow",
+    "Gradient2",
     "load_config",
     "Pipeline",
     "Policy",
@@ -64,10 +70,13 @@ __all__ = [
     "RetryBudgetStats",
     "SlidingWindow",
     "SystemClock",
+    "Throttle",
+    "ThrottleStats",
     "Timeout",
     "TimeoutExceededError",
     "TimeWindow",
     "TokenBucket",
+    "Vegas",
 ]
 
 

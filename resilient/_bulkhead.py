@@ -238,17 +238,43 @@ class _BulkheadCore:
         finally:
             lock.release()
 
-    def leave(self) -> None:
-        """Give a slot back: to the oldest live waiter, or to the pool."""
+    def try_enter(self) -> bool:
+        """Take a free slot if there is one and nobody queues; never queue."""
+        with self.lock:
+            if self.waiters:
+                self._expire(self.now())
+            if self.in_flight < self.max_concurrent and not self.waiters:
+                self.in_flight += 1
+                self.admitted += 1
+                return True
+            self.rejected += 1
+            return False
+
+    def leave(self, resize: Callable[[], int] | None = None) -> None:
+        """Give a slot back: to the oldest live waiter, or to the pool.
+
+        *resize* (an adaptive limit's update) runs under the lock first and returns
+        the new number of slots: a smaller limit keeps the slot from the queue while
+        more calls than that are in flight; a larger one admits waiters at once.
+        """
         lock = self.lock
         lock.acquire()
         try:
-            if self.waiters:
+            if resize is not None:
+                self.max_concurrent = resize()
+            if self.waiters and self.in_flight <= self.max_concurrent:
                 self._hand_over()
+                self._fill()
             else:
                 self.in_flight -= 1
         finally:
             lock.release()
+
+    def _fill(self) -> None:
+        """Hand the free slots of a grown limit to the waiters (lock held)."""
+        while self.waiters and self.in_flight < self.max_concurrent:
+            self.in_flight += 1
+            self._hand_over()
 
     def _hand_over(self) -> None:
         waiters = self.waiters
@@ -284,7 +310,7 @@ class _BulkheadCore:
                 self.waiters.remove(waiter)
             elif state == _GRANTED:
                 self.admitted -= 1
-                if self.waiters:
+                if self.waiters and self.in_flight <= self.max_concurrent:
                     self._hand_over()
                 else:
                     self.in_flight -= 1
@@ -304,54 +330,15 @@ class _BulkheadCore:
             )
 
 
-class Bulkhead(PolicyBase):
-    """Limit concurrent calls; optionally queue a few callers (FIFO) for a bounded time.
+class SlotPolicy(PolicyBase):
+    """A policy holding slots of a :class:`_BulkheadCore`: the waiting half of the
+    drivers, shared by :class:`Bulkhead` and the adaptive concurrency limit."""
 
-    Args:
-        max_concurrent: calls allowed in flight at once (default 10).
-        max_queued: callers allowed to wait for a slot (default 0: reject at once).
-        max_wait: how long a queued caller waits at most (seconds, ``timedelta`` or
-            ``"250ms"``; ``None``: no limit). Required (> 0) when ``max_queued > 0``.
-        name, clock, listeners: as for every policy.
-
-    Rejections raise :class:`BulkheadFullError` (``retry_after`` is ``None``: when a
-    slot frees up is unknown) and emit ``CallRejected``.
-    """
-
-    kind = "bulkhead"
-
-    def __init__(
-        self,
-        max_concurrent: int = 10,
-        *,
-        max_queued: int = 0,
-        max_wait: Duration | None = 0.0,
-        name: str | None = None,
-        clock: Clock | None = None,
-        listeners: Sequence[Listener] | None = None,
-    ) -> None:
-        self.config = BulkheadConfig(
-            max_concurrent=max_concurrent,
-            max_queued=max_queued,
-            max_wait=max_wait,  # type: ignore[arg-type]
-        )
-        self._init_base(name, clock, listeners)
-        self._core = _BulkheadCore(self.config, self.clock.monotonic)
-
-    def stats(self) -> BulkheadStats:
-        """A frozen snapshot of the slots, the queue and the counters."""
-        return self._core.snapshot()
-
-    # -- driver helpers ------------------------------------------------------------------
+    _core: _BulkheadCore
 
     def _reject(self, reason: str) -> BulkheadFullError:
-        if self._emitter.wants(CallRejected):  # a full bulkhead may refuse a flood
-            self._emitter.emit(
-                CallRejected(
-                    policy=self.name, kind=self.kind, at=self.clock.monotonic(), reason=reason
-                )
-            )
-        return BulkheadFullError(self.name, reason=reason)
+        """The error for a refused caller (and its ``CallRejected`` event)."""
+        raise NotImplementedError  # pragma: no cover
 
     def _wait(self, waiter: _Waiter) -> None:
         """Block the thread until *waiter* holds a slot, or raise ``BulkheadFullError``."""
@@ -401,6 +388,56 @@ class Bulkhead(PolicyBase):
             raise
         if not verdict:
             raise self._reject("bulkhead_timeout")
+
+
+class Bulkhead(SlotPolicy):
+    """Limit concurrent calls; optionally queue a few callers (FIFO) for a bounded time.
+
+    Args:
+        max_concurrent: calls allowed in flight at once (default 10).
+        max_queued: callers allowed to wait for a slot (default 0: reject at once).
+        max_wait: how long a queued caller waits at most (seconds, ``timedelta`` or
+            ``"250ms"``; ``None``: no limit). Required (> 0) when ``max_queued > 0``.
+        name, clock, listeners: as for every policy.
+
+    Rejections raise :class:`BulkheadFullError` (``retry_after`` is ``None``: when a
+    slot frees up is unknown) and emit ``CallRejected``.
+    """
+
+    kind = "bulkhead"
+
+    def __init__(
+        self,
+        max_concurrent: int = 10,
+        *,
+        max_queued: int = 0,
+        max_wait: Duration | None = 0.0,
+        name: str | None = None,
+        clock: Clock | None = None,
+        listeners: Sequence[Listener] | None = None,
+    ) -> None:
+        self.config = BulkheadConfig(
+            max_concurrent=max_concurrent,
+            max_queued=max_queued,
+            max_wait=max_wait,  # type: ignore[arg-type]
+        )
+        self._init_base(name, clock, listeners)
+        self._core = _BulkheadCore(self.config, self.clock.monotonic)
+
+    def stats(self) -> BulkheadStats:
+        """A frozen snapshot of the slots, the queue and the counters."""
+        return self._core.snapshot()
+
+    # -- driver helpers ------------------------------------------------------------------
+
+    def _reject(self, reason: str) -> BulkheadFullError:
+        if self._emitter.wants(CallRejected):  # a full bulkhead may refuse a flood
+            self._emitter.emit(
+                CallRejected(
+                    policy=self.name, kind=self.kind, at=self.clock.monotonic(), reason=reason
+                )
+            )
+        return BulkheadFullError(self.name, reason=reason)
 
     def _finished(self, start: float, exc: Exception | None) -> None:
         now = self.clock.monotonic()
