@@ -21,7 +21,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"resilient {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("demo", help="run the built-in demo against a flaky in-process service")
+    demo = sub.add_parser(
+        "demo",
+        help="run the built-in demo: policies against flaky services (in memory, loopback only)",
+    )
+    demo.add_argument(
+        "--redis",
+        metavar="URL",
+        help="keep the tour's rate-limit state in this Redis (e.g. redis://127.0.0.1:6379/0)",
+    )
+    demo.add_argument(
+        "--no-tour", action="store_true", help="skip the end-to-end HTTP tour over loopback"
+    )
     from .config._commands import add_commands
 
     add_commands(sub)  # check, show, schema
@@ -34,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from ._demo import run_demo
 
-        return run_demo()
+        return run_demo(tour=not args.no_tour, redis_url=args.redis)
     run = getattr(args, "run", None)
     if run is not None:
         return int(run(args))

@@ -7,18 +7,22 @@ demo ends by itself in a second or two and needs no network.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ._backoff import Backoff
-from ._errors import ResilienceError
+from ._circuit_breaker import CircuitBreaker
+from ._errors import CircuitOpenError, RateLimitedError, ResilienceError
 from ._fallback import Fallback
 from ._pipeline import Pipeline
+from ._rate_limit import TokenBucket
 from ._retry import Retry
 from ._timeout import Timeout
+from ._windows import CountWindow
 from .observability._events import Event, RetryScheduled
-from .testing import RecordingListener
+from .testing import FakeClock, RecordingListener
 
 __all__ = ["FlakyService", "run_demo"]
 
@@ -124,12 +128,107 @@ def _async_runner(pipeline: Pipeline, service: FlakyService, item: int) -> str:
     return asyncio.run(pipeline.acall(service.afetch, item))
 
 
-def run_demo(print_: Callable[[str], object] = print) -> int:
+def _breaker_section() -> str:
+    """A breaker against a service that is down from t=3s to t=8s, on simulated time."""
+    clock = FakeClock()
+    breaker = CircuitBreaker(
+        name="db",
+        window=CountWindow(8),
+        minimum_calls=4,
+        failure_rate=0.5,
+        open_for=2.0,
+        half_open_calls=2,
+        clock=clock,
+    )
+
+    def query() -> str:
+        if 3.0 <= clock.monotonic() < 8.0:
+            raise ServiceUnavailableError("database unavailable")
+        return "rows"
+
+    table = _Table(
+        "Circuit breaker on simulated time (service down from 3s to 8s; a call every 0.5s)",
+        ["time", "calls", "outcome", "state after"],
+    )
+    runs: list[list[object]] = []
+    for step in range(30):
+        clock.advance(0.0 if step == 0 else 0.5)
+        try:
+            breaker.call(query)
+            outcome = "ok"
+        except CircuitOpenError as exc:
+            outcome = f"rejected, retry after {exc.retry_after:.1f}s"
+        except ServiceUnavailableError:
+            outcome = "failed"
+        state = str(breaker.state)
+        now = clock.monotonic()
+        if runs and runs[-1][2] == outcome and runs[-1][3] == state and "rejected" not in outcome:
+            runs[-1][1] = int(str(runs[-1][1])) + 1
+            runs[-1][0] = f"{str(runs[-1][0]).split('-')[0]}-{now:.1f}s"
+        else:
+            runs.append([f"{now:.1f}s", 1, outcome, state])
+    for run in runs:
+        table.add(*run)
+    return table.render()
+
+
+def _limiter_section() -> str:
+    """A token bucket rejecting, then pacing, a burst of 8 calls on simulated time."""
+    clock = FakeClock()
+    strict = TokenBucket("5/s", burst=5, clock=clock, name="api")
+    table = _Table(
+        "Rate limiter on simulated time: TokenBucket('5/s', burst=5), a burst of 8 calls",
+        ["call", "without max_wait", "with max_wait=1s (paced)"],
+    )
+    rejected = []
+    for _ in range(8):
+        try:
+            strict.call(lambda: None)
+            rejected.append("allowed")
+        except RateLimitedError as exc:
+            rejected.append(f"rejected, retry after {exc.retry_after:.2f}s")
+    paced_clock = FakeClock()
+    paced = TokenBucket("5/s", burst=5, max_wait=1.0, clock=paced_clock, name="api")
+    waited = []
+    for _ in range(8):
+        paced.call(lambda: None)
+        waited.append(f"allowed at t={paced_clock.monotonic():.2f}s")
+    for index, (left, right) in enumerate(zip(rejected, waited, strict=True), 1):
+        table.add(index, left, right)
+    return table.render()
+
+
+def run_demo(
+    print_: Callable[[str], object] = print, *, tour: bool = True, redis_url: str | None = None
+) -> int:
     """Run every demo section and print the tables; returns the exit code."""
+    log = logging.getLogger("resilient")
+    level = log.level
+    log.setLevel(logging.ERROR)  # the tables show what the default logging would report
+    try:
+        return _run(print_, tour, redis_url)
+    finally:
+        log.setLevel(level)
+
+
+def _run(print_: Callable[[str], object], tour: bool, redis_url: str | None) -> int:
     print_("resilient demo: policies in front of a flaky in-process service (in memory).")
     print_(
         "Pipeline: Fallback -> Timeout(1s) -> Retry(4 attempts, exponential backoff, full jitter)"
     )
     print_(_retry_section("Retry, sync (policy.call)", _sync_runner, seed=7))
     print_(_retry_section("Retry, async (await policy.acall)", _async_runner, seed=11))
-    return 0
+    print_(_breaker_section())
+    print_(_limiter_section())
+    if not tour:
+        return 0
+    from ._tour import missing_extras, run_tour
+
+    missing = missing_extras()
+    if missing:
+        print_(
+            f"\n(The end-to-end HTTP tour needs {', '.join(missing)}: "
+            "pip install 'resilient-middleware[demo]')"
+        )
+        return 0 if redis_url is None else 1
+    return run_tour(print_, redis_url=redis_url)

@@ -67,7 +67,7 @@ def test_cli_without_command_prints_help(capsys):
 
 def test_demo_runs_as_a_command():
     out = subprocess.run(
-        [sys.executable, "-m", "resilient", "demo"],
+        [sys.executable, "-m", "resilient", "demo", "--no-tour"],
         capture_output=True,
         text=True,
         check=True,
