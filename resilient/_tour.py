@@ -64,7 +64,6 @@ def missing_extras() -> list[str]:
 def _upstream(started: float, store: str | None) -> Any:
     from ._rate_limit import TokenBucket
     from .adapters.asgi import ResilienceMiddleware
-
     from .backends import store_from_url
 
     hits = Counter[str]()
