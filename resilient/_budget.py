@@ -9,8 +9,10 @@ low-traffic callers can still retry. With the defaults (``ratio=0.2``,
 3 per second) however hard the dependency fails.
 
 One budget can be shared by several ``Retry`` policies (and adapters): pass the
-same object. The state is kept in ``buckets`` time slices of ``ttl / buckets``
-seconds, so memory is constant.
+same object, or name it in a policy file's ``budgets:`` section. The state is
+kept in ``buckets`` time slices of ``ttl / buckets`` seconds, so memory is
+constant. :class:`~resilient.backends.redis.RedisRetryBudget` keeps the same
+counts in Redis, so that a whole fleet shares one budget.
 """
 
 from __future__ import annotations
@@ -117,6 +119,14 @@ class RetryBudget:
                 return False
             self._retries[self._slot(now)] += 1
             return True
+
+    async def arecord_call(self) -> None:
+        """Async :meth:`record_call` (what ``Retry.acall`` uses; here, the same)."""
+        self.record_call()
+
+    async def atry_spend(self) -> bool:
+        """Async :meth:`try_spend` (what ``Retry.acall`` uses; here, the same)."""
+        return self.try_spend()
 
     def stats(self) -> RetryBudgetStats:
         now = self.clock.monotonic()

@@ -165,7 +165,11 @@ class _Attempts:
             self.max_attempts = min(self.max_attempts, TESTING.attempts)
 
     def next_delay(self, outcome: object) -> float | None:
-        """The delay before the next try, or ``None`` to give up (``reason`` says why)."""
+        """The delay before the next try, or ``None`` to give up (``reason`` says why).
+
+        A delay is only a proposal: the driver asks the budget (if any), then calls
+        :meth:`commit` or :meth:`deny`.
+        """
         cfg = self.cfg
         if self.number >= self.max_attempts:
             self.reason = f"gave up after {self.number} attempt{'s' * (self.number > 1)}"
@@ -187,13 +191,17 @@ class _Attempts:
                 f"{cfg.deadline}s deadline"
             )
             return None
-        if cfg.budget is not None and not cfg.budget.try_spend():
-            self.reason = f"the retry budget is spent, after {self.number} attempt(s)"
-            self.denied = True
-            return None
+        return delay
+
+    def commit(self, delay: float) -> None:
+        """The retry after *delay* goes ahead (the budget, if any, allowed it)."""
         self.previous = delay
         self.number += 1
-        return delay
+
+    def deny(self) -> None:
+        """The budget refused the retry: the call ends here."""
+        self.reason = f"the retry budget is spent, after {self.number} attempt(s)"
+        self.denied = True
 
 
 def _close(result: object) -> None:
@@ -278,29 +286,48 @@ class Retry(PolicyBase):
     def _on_failure(
         self, attempts: _Attempts | None, started: float, exc: Exception
     ) -> tuple[_Attempts, float | None]:
+        """The proposed delay after *exc* (``None``: give up), before the budget's say."""
         if attempts is None:
             attempts = _Attempts(self.config, self.clock, started)
         if not self.config.should_retry_exception(exc):
             attempts.reason = f"{type(exc).__name__} is not retried, attempt {attempts.number}"
             return attempts, None
-        delay = attempts.next_delay(exc)
-        if delay is not None:
-            self._scheduled(attempts, delay, exc, None)
-        elif attempts.denied:
-            self._denied(attempts)
-        return attempts, delay
+        return attempts, attempts.next_delay(exc)
 
     def _on_result(
         self, attempts: _Attempts | None, started: float, result: object
     ) -> tuple[_Attempts, float | None]:
+        """The proposed delay after a result ``retry_if`` rejected (``None``: give up)."""
         if attempts is None:
             attempts = _Attempts(self.config, self.clock, started)
-        delay = attempts.next_delay(result)
-        if delay is not None:
-            self._scheduled(attempts, delay, None, result)
-        elif attempts.denied:
+        return attempts, attempts.next_delay(result)
+
+    def _settle(
+        self,
+        attempts: _Attempts,
+        delay: float | None,
+        granted: bool,
+        exc: BaseException | None,
+        result: object,
+    ) -> float | None:
+        """Apply the budget's answer (*granted*) to a proposed delay, and report it."""
+        if delay is None:
+            return None
+        if not granted:
+            attempts.deny()
             self._denied(attempts)
-        return attempts, delay
+            return None
+        attempts.commit(delay)
+        self._scheduled(attempts, delay, exc, result)
+        return delay
+
+    def _spend(self, delay: float | None) -> bool:
+        budget = self.config.budget
+        return delay is not None and (budget is None or budget.try_spend())
+
+    async def _aspend(self, delay: float | None) -> bool:
+        budget = self.config.budget
+        return delay is not None and (budget is None or await budget.atry_spend())
 
     def _denied(self, attempts: _Attempts) -> None:
         budget = self.config.budget
@@ -399,6 +426,7 @@ class Retry(PolicyBase):
         try:
             if first is not None:
                 attempts, delay = self._on_failure(attempts, started, first)
+                delay = self._settle(attempts, delay, self._spend(delay), first, None)
                 if delay is None:
                     self._give_up(attempts, started, first)
                     raise first
@@ -408,6 +436,7 @@ class Retry(PolicyBase):
                     result = fn(*args, **kwargs)
                 except Exception as exc:
                     attempts, delay = self._on_failure(attempts, started, exc)
+                    delay = self._settle(attempts, delay, self._spend(delay), exc, None)
                     if delay is None:
                         self._give_up(attempts, started, exc)
                         raise
@@ -417,6 +446,7 @@ class Retry(PolicyBase):
                             self._succeeded(started)
                         return result
                     attempts, delay = self._on_result(attempts, started, result)
+                    delay = self._settle(attempts, delay, self._spend(delay), None, result)
                     if delay is None:
                         self._give_up(attempts, started, None)
                         return result
@@ -443,12 +473,13 @@ class Retry(PolicyBase):
         listening = self._emitter.listening
         started = clock.monotonic()
         if cfg.budget is not None:
-            cfg.budget.record_call()
+            await cfg.budget.arecord_call()
         token = push_deadline(clock, cfg.deadline, self.name)[1] if cfg.deadline else None
         attempts: _Attempts | None = None
         try:
             if first is not None:
                 attempts, delay = self._on_failure(attempts, started, first)
+                delay = self._settle(attempts, delay, await self._aspend(delay), first, None)
                 if delay is None:
                     self._give_up(attempts, started, first)
                     raise first
@@ -458,6 +489,7 @@ class Retry(PolicyBase):
                     result = await fn(*args, **kwargs)
                 except Exception as exc:
                     attempts, delay = self._on_failure(attempts, started, exc)
+                    delay = self._settle(attempts, delay, await self._aspend(delay), exc, None)
                     if delay is None:
                         self._give_up(attempts, started, exc)
                         raise
@@ -467,6 +499,7 @@ class Retry(PolicyBase):
                             self._succeeded(started)
                         return result
                     attempts, delay = self._on_result(attempts, started, result)
+                    delay = self._settle(attempts, delay, await self._aspend(delay), None, result)
                     if delay is None:
                         self._give_up(attempts, started, None)
                         return result

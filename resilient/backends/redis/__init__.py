@@ -28,6 +28,9 @@ When Redis fails (down, too slow, failing over, read-only), each call gets what
 answers again); for ``probe_interval`` seconds after a failure Redis is not
 called at all.
 
+:class:`RedisRetryBudget` is a :class:`~resilient.RetryBudget` kept in Redis,
+so that a fleet shares one retry budget (see ``_budget.py``).
+
 Importing this package does not import redis-py; using a store does.
 """
 
@@ -37,12 +40,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._async.store import AsyncRedisStore
+    from ._budget import RedisRetryBudget
     from ._sync.store import RedisStore
 
-__all__ = ["AsyncRedisStore", "RedisStore", "from_url"]
+__all__ = ["AsyncRedisStore", "RedisRetryBudget", "RedisStore", "from_url"]
 
 _LAZY = {
     "AsyncRedisStore": "._async.store",
+    "RedisRetryBudget": "._budget",
     "RedisStore": "._sync.store",
 }
 
