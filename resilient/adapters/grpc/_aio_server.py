@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, NoReturn
 
 import grpc
@@ -58,10 +58,12 @@ def _is_async(behaviour: Any) -> bool:
 def _guard_only(core: ServerCore, plan: Plan, method: str, original: Behaviour) -> Behaviour:
     """A sync streaming handler on an asyncio server: rate limits only."""
 
-    def behaviour(request: Any, context: Any) -> Any:
+    def behaviour(request: Any, context: Any) -> Iterator[Any]:
+        # A generator: grpc.aio calls it on the event loop but iterates it in its
+        # thread pool, where the sync context may block on abort().
         if plan.limiters:
             admit(core, plan, method, context)
-        return original(request, context)
+        yield from original(request, context)
 
     return behaviour
 

@@ -676,6 +676,13 @@ class ServerCore:
             return None
         return float(left)
 
+    @staticmethod
+    def gone(context: Any) -> bool:
+        """Whether the client went away (cancelled, or its deadline passed): a
+        handler that ends then gives no verdict, like a cancelled call."""
+        is_active = getattr(context, "is_active", None)
+        return callable(is_active) and not is_active()
+
     def is_failure(self, context: Any) -> bool:
         """Whether a handler that raised ended the call with a failure code.
 

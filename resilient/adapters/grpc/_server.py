@@ -55,9 +55,13 @@ def unary_behaviour(core: ServerCore, plan: Plan, method: str, original: Behavio
         try:
             result = original(request, context)
         except Exception as exc:
+            if core.gone(context):
+                raise Cancelled(exc) from None
             if core.is_failure(context):
                 raise
             return Answered(exc)  # abort(NOT_FOUND...): an answer, not a failure
+        if core.gone(context):
+            raise Cancelled(result)
         if core.failed_status(context):
             raise HandlerFailed(result)
         return result
@@ -73,6 +77,10 @@ def unary_behaviour(core: ServerCore, plan: Plan, method: str, original: Behavio
             result = policy.call(inner, request, context)
         except HandlerFailed as failed:
             return failed.result
+        except Cancelled as signal:  # the client went away: no verdict
+            if isinstance(signal.outcome, BaseException):
+                raise signal.outcome from None
+            return signal.outcome
         except Exception as exc:
             rejection = rejection_for(exc)
             if rejection is None:
@@ -108,16 +116,24 @@ def stream_behaviour(core: ServerCore, plan: Plan, method: str, original: Behavi
             if pushes:
                 original(request, context, lambda message: _relay(send, message))
             else:
-                for message in original(request, context):
-                    send(message)
-                    if not context.is_active():
-                        raise Cancelled(None)
+                produced = original(request, context)
+                try:
+                    for message in produced:
+                        send(message)
+                        if core.gone(context):
+                            raise Cancelled(None)
+                finally:
+                    close = getattr(produced, "close", None)
+                    if callable(close):
+                        close()
         except Exception as exc:
-            if not context.is_active():
+            if core.gone(context):
                 raise Cancelled(exc) from None  # the client went away: not a failure
             if core.is_failure(context):
                 raise
             return Answered(exc)
+        if core.gone(context):
+            raise Cancelled(None)
         if core.failed_status(context):
             raise HandlerFailed(None)
         return None
