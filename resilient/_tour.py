@@ -63,7 +63,7 @@ def missing_extras() -> list[str]:
 
 def _upstream(started: float, store: str | None) -> Any:
     from ._rate_limit import TokenBucket
-    from .adapters.asgi import ResilienceMiddleware
+    from .adapters.asgi import ResilienceMiddleware, Route
     from .backends import store_from_url
 
     hits = Counter[str]()
@@ -88,9 +88,11 @@ def _upstream(started: float, store: str | None) -> Any:
                     "headers": [(b"content-type", b"application/json")]})  # fmt: skip
         await send({"type": "http.response.body", "body": body})
 
-    # Per client address: bursts of 8, then 50 a second.
+    # Per client address: bursts of 8, then 50 a second; /burst allows 2 a second.
     limiter = TokenBucket("50/s", burst=8, store=shared, name="upstream-per-client")
-    return ResilienceMiddleware(app, limiter), hits  # type: ignore[arg-type]
+    strict = TokenBucket("2/s", burst=8, store=shared, name="upstream-burst")
+    routes = [Route(strict, path="/burst")]
+    return ResilienceMiddleware(app, limiter, routes=routes), hits  # type: ignore[arg-type]
 
 
 class _Server:
@@ -178,7 +180,7 @@ def run_tour(print_: Callable[[str], object] = print, redis_url: str | None = No
             + ", ".join(f"{n} x {o}" for o, n in sorted(burst.items()))
             + f" in {took:.0f}ms"
         )
-        print_("          the same burst from a plain httpx client, no client-side policies:")
+        print_("          a plain httpx client's burst of 12 to /burst (2/s, bursts of 8):")
         bare, header = asyncio.run(_bare_burst(base))
         print_("          " + ", ".join(f"{n} x {o}" for o, n in sorted(bare.items())))
         if header:
@@ -208,7 +210,7 @@ async def _bare_burst(base: str) -> tuple[Counter[str], str]:
     import httpx
 
     async with httpx.AsyncClient(base_url=base) as client:
-        responses = await asyncio.gather(*(client.get("/quote") for _ in range(12)))
+        responses = await asyncio.gather(*(client.get("/burst") for _ in range(12)))
     limited = [r for r in responses if r.status_code == 429]
     header = ""
     if limited:

@@ -37,7 +37,7 @@ def test_tour_over_loopback_in_memory():
     assert "half_open -> closed" in out  # and the recovery closed it
     assert re.search(r"12 x 200 in \d+ms", out)  # the client's limiter paced its burst
     assert re.search(r"\d+ x 429", out)  # the plain client met the server's limit
-    assert 'RateLimit: "upstream-per-client"' in out
+    assert 'RateLimit: "upstream-burst"' in out
     assert "requests reached the upstream app" in out
 
 
