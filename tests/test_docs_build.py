@@ -18,8 +18,23 @@ ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
 
+# The guide's own pages: besides the strict build, every anchor they link to must exist.
+OWN_PAGES = (
+    "index.md",
+    "quickstart.md",
+    "policies/",
+    "pipelines.md",
+    "sync-async.md",
+    "testing.md",
+    "errors.md",
+    "reference.md",
+    "comparison.md",
+    "migration.md",
+)
+
+
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("site")
     result = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
@@ -31,7 +46,22 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
         env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    return out
+    return out, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def site(build: tuple[Path, str]) -> Path:
+    return build[0]
+
+
+def test_the_guides_links_reach_existing_anchors(build: tuple[Path, str]) -> None:
+    broken = [
+        line
+        for line in build[1].splitlines()
+        if "does not contain an anchor" in line
+        and any(f"Doc file '{page}" in line for page in OWN_PAGES)
+    ]
+    assert broken == []
 
 
 def page(site: Path, name: str) -> str:
