@@ -75,6 +75,7 @@ class Step:
     after_first: bool = False  # streaming responses: send one message, then fail
     block: bool = False  # wait until the call is cancelled (or 5 s)
     set_code: bool = False  # set the code and return normally instead of aborting
+    pause: bool = False  # streaming responses: after the first message, wait for script.resume
 
 
 @dataclass
@@ -88,6 +89,7 @@ class Script:
     published: list[float | None] = field(default_factory=list)
     metadata: list[dict[str, str]] = field(default_factory=list)
     entered: threading.Event = field(default_factory=threading.Event)
+    resume: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
     on_call: Callable[[Any], None] | None = None
 
@@ -172,6 +174,8 @@ def sync_handlers(script: Script) -> grpc.GenericRpcHandler:
         if step is not None and step.code is not None:
             _sync_end(step, context)
             return
+        if step is not None and step.pause:
+            script.resume.wait(5.0)
         yield request + b"-2"
 
     def client_stream(requests: Iterator[bytes], context: Any) -> bytes | None:
@@ -260,6 +264,8 @@ def aio_handlers(script: Script) -> grpc.GenericRpcHandler:
         if step is not None and step.code is not None:
             await _aio_end(step, context)
             return
+        if step is not None and step.pause:
+            await asyncio.to_thread(script.resume.wait, 5.0)
         yield request + b"-2"
 
     async def client_stream(requests: AsyncIterator[bytes], context: Any) -> bytes | None:
@@ -488,6 +494,8 @@ class Decision:
 
 class CountingLimiter:
     """A rate-limiter double: *allow* calls per key, then refusals with *retry_after*."""
+
+    limits = ()
 
     def __init__(self, allow: int, retry_after: float | None = 1.5, name: str = "limiter") -> None:
         self.allow = allow

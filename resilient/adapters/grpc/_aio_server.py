@@ -39,16 +39,15 @@ async def abort(context: Any, rejection: Rejection) -> NoReturn:
     raise AssertionError("unreachable: context.abort() raises")  # pragma: no cover
 
 
-async def aadmit(core: ServerCore, plan: Plan, method: str, context: Any) -> None:
+async def aadmit(core: ServerCore, plan: Plan, method: str, request: Any, context: Any) -> None:
     """Ask the method's rate limiters (their async form when they have one)."""
-    key = core.key_for(method, context)
-    for limiter, is_async in zip(plan.limiters, plan.async_limiters, strict=True):
-        if is_async:
-            decision = await limiter.atry_acquire(key)
+    for slot, key, cost in core.asks(plan, method, request, context):
+        if slot.is_async:
+            decision = await slot.limiter.atry_acquire(key, cost)
         else:
-            decision = limiter.try_acquire(key)
+            decision = slot.limiter.try_acquire(key, cost)
         if not decision.allowed:
-            await abort(context, limited(limiter, key, decision))
+            await abort(context, limited(slot, key, decision))
 
 
 def _is_async(behaviour: Any) -> bool:
@@ -62,7 +61,7 @@ def _guard_only(core: ServerCore, plan: Plan, method: str, original: Behaviour) 
         # A generator: grpc.aio calls it on the event loop but iterates it in its
         # thread pool, where the sync context may block on abort().
         if plan.limiters:
-            admit(core, plan, method, context)
+            admit(core, plan, method, request, context)
         yield from original(request, context)
 
     return behaviour
@@ -96,7 +95,7 @@ def async_behaviour(
 
     async def behaviour(request: Any, context: Any) -> Any:
         if plan.limiters:
-            await aadmit(core, plan, method, context)
+            await aadmit(core, plan, method, request, context)
         seconds = core.deadline(context)
         token = push_deadline(core.clock, seconds, "grpc")[1] if seconds is not None else None
         try:

@@ -563,30 +563,57 @@ def metadata_key(name: str, fallback: KeyFunc | None = peer_key) -> KeyFunc:
     return key
 
 
+def is_limiter(policy: object) -> bool:
+    """A rate limiter: asked with ``try_acquire(key, cost)`` before the handler."""
+    return callable(getattr(policy, "try_acquire", None)) and hasattr(policy, "limits")
+
+
+class LimiterSlot:
+    """How a server asks one rate limiter.
+
+    A limiter built with its own ``key`` keeps it: a fixed value makes one limit
+    for every client; a callable gets the handler's arguments (the request, or
+    the request iterator, and the context). A limiter without a key counts per
+    the interceptor's ``key`` (by default the client address).
+    """
+
+    __slots__ = ("cost", "cost_fn", "fixed", "is_async", "key_fn", "limiter")
+
+    def __init__(self, limiter: Any) -> None:
+        self.limiter = limiter
+        self.key_fn: Callable[..., Hashable] | None = getattr(limiter, "_key_fn", None)
+        self.fixed = self.key_fn is None and getattr(limiter, "_key", None) is not None
+        self.cost_fn: Callable[..., int] | None = getattr(limiter, "_cost_fn", None)
+        cost = getattr(limiter, "_cost", 1)
+        self.cost = cost if isinstance(cost, int) and not isinstance(cost, bool) else 1
+        self.is_async = callable(getattr(limiter, "atry_acquire", None))
+
+    def own_key(self) -> bool:
+        return self.fixed or self.key_fn is not None
+
+
 class Plan:
     """What guards one server method: rate limiters first (keyed), then the rest."""
 
-    __slots__ = ("async_limiters", "limiters", "policy")
+    __slots__ = ("by_key", "limiters", "policy")
 
     def __init__(self, policy: Policy | None) -> None:
-        limiters: list[Any] = []
+        limiters: list[LimiterSlot] = []
         rest: list[Policy] = []
 
         def visit(item: Policy) -> None:
             if isinstance(item, Pipeline):
                 for inner in item.policies:
                     visit(inner)
-            elif callable(getattr(item, "try_acquire", None)):
-                limiters.append(item)
+            elif is_limiter(item):
+                limiters.append(LimiterSlot(item))
             else:
                 rest.append(item)
 
         if policy is not None:
             visit(policy)
         self.limiters = tuple(limiters)
-        self.async_limiters = tuple(
-            callable(getattr(limiter, "atry_acquire", None)) for limiter in limiters
-        )
+        self.by_key = any(not slot.own_key() for slot in limiters)
         self.policy: Policy | None = as_policy(rest, "policies")
 
 
@@ -620,10 +647,13 @@ def rejection_for(exc: BaseException) -> Rejection | None:
     return None
 
 
-def limited(limiter: Any, key: Hashable | None, decision: Any) -> Rejection:
+def limited(slot: LimiterSlot, key: Hashable | None, decision: Any) -> Rejection:
     """The answer to a request a rate limiter refused."""
+    limiter = slot.limiter
     retry_after = getattr(decision, "retry_after", None)
     name = getattr(limiter, "name", "rate_limit")
+    if key is None and slot.fixed:
+        key = getattr(limiter, "_key", None)
     error = RateLimitedError(name, key=key, retry_after=retry_after)
     return Rejection(grpc.StatusCode.RESOURCE_EXHAUSTED, str(error), pushback_metadata(retry_after))
 
@@ -666,6 +696,19 @@ class ServerCore:
 
     def key_for(self, method: str, context: Any) -> Hashable | None:
         return self.key(method, context) if self.key is not None else None
+
+    def asks(
+        self, plan: Plan, method: str, request: Any, context: Any
+    ) -> Iterator[tuple[LimiterSlot, Hashable | None, int]]:
+        """Each limiter of *plan* with the key and cost to ask it for."""
+        key = self.key_for(method, context) if plan.by_key else None
+        for slot in plan.limiters:
+            if slot.key_fn is not None:
+                slot_key = slot.key_fn(request, context)
+            else:
+                slot_key = None if slot.fixed else key
+            cost = slot.cost_fn(request, context) if slot.cost_fn is not None else slot.cost
+            yield slot, slot_key, cost
 
     def deadline(self, context: Any) -> float | None:
         """Seconds the client gave this call, to publish for nested outgoing calls."""

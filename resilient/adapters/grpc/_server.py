@@ -38,13 +38,12 @@ def abort(context: Any, rejection: Rejection) -> NoReturn:
     raise AssertionError("unreachable: context.abort() raises")  # pragma: no cover
 
 
-def admit(core: ServerCore, plan: Plan, method: str, context: Any) -> None:
+def admit(core: ServerCore, plan: Plan, method: str, request: Any, context: Any) -> None:
     """Ask the method's rate limiters (keyed); abort with ``RESOURCE_EXHAUSTED`` if refused."""
-    key = core.key_for(method, context)
-    for limiter in plan.limiters:
-        decision = limiter.try_acquire(key)
+    for slot, key, cost in core.asks(plan, method, request, context):
+        decision = slot.limiter.try_acquire(key, cost)
         if not decision.allowed:
-            abort(context, limited(limiter, key, decision))
+            abort(context, limited(slot, key, decision))
 
 
 def unary_behaviour(core: ServerCore, plan: Plan, method: str, original: Behaviour) -> Behaviour:
@@ -68,7 +67,7 @@ def unary_behaviour(core: ServerCore, plan: Plan, method: str, original: Behavio
 
     def behaviour(request: Any, context: Any) -> Any:
         if plan.limiters:
-            admit(core, plan, method, context)
+            admit(core, plan, method, request, context)
         seconds = core.deadline(context)
         token = push_deadline(core.clock, seconds, "grpc")[1] if seconds is not None else None
         try:
@@ -140,7 +139,7 @@ def stream_behaviour(core: ServerCore, plan: Plan, method: str, original: Behavi
 
     def behaviour(request: Any, context: Any, send: Callable[[Any], None]) -> None:
         if plan.limiters:
-            admit(core, plan, method, context)
+            admit(core, plan, method, request, context)
         seconds = core.deadline(context)
         token = push_deadline(core.clock, seconds, "grpc")[1] if seconds is not None else None
         try:
