@@ -203,31 +203,30 @@ class Decision:
 
 
 class _DecisionBuilder:
-    """Same slots as the frozen :class:`Decision`, but a plain ``__init__``.
+    """The same slots as the frozen :class:`Decision`, and nothing else.
 
     A frozen dataclass sets each field through ``object.__setattr__``, which
-    costs more than the rest of an in-memory decision put together. Building
-    this twin and switching its ``__class__`` gives a real, frozen ``Decision``
-    for a third of the price.
+    costs more than the rest of an in-memory decision put together. Creating
+    this twin with ``object.__new__``, storing the five slots and switching its
+    ``__class__`` gives a real, frozen ``Decision`` for a quarter of the price.
     """
 
     __slots__ = ("allowed", "limit", "remaining", "reset_after", "retry_after")
 
-    def __init__(
-        self, allowed: bool, retry_after: float, remaining: int, limit: int, reset_after: float
-    ) -> None:
-        self.allowed = allowed
-        self.retry_after = retry_after
-        self.remaining = remaining
-        self.limit = limit
-        self.reset_after = reset_after
+
+_new = object.__new__
 
 
 def decision(
     allowed: bool, retry_after: float, remaining: int, limit: int, reset_after: float
 ) -> Decision:
     """Build a :class:`Decision` quickly (equal to ``Decision(...)``)."""
-    made: Any = _DecisionBuilder(allowed, retry_after, remaining, limit, reset_after)
+    made: Any = _new(_DecisionBuilder)
+    made.allowed = allowed
+    made.retry_after = retry_after
+    made.remaining = remaining
+    made.limit = limit
+    made.reset_after = reset_after
     made.__class__ = Decision
     return made  # type: ignore[no-any-return]
 

@@ -326,6 +326,7 @@ def _single_decider(table: _Table, entry: Entry[Any]) -> Callable[[int], Decisio
     now_fn = table._now
     acquire = table._lock.acquire
     release = table._lock.release
+    new = object.__new__
     builder = _DecisionBuilder
 
     def decide(cost: int) -> Decision:
@@ -337,14 +338,18 @@ def _single_decider(table: _Table, entry: Entry[Any]) -> Callable[[int], Decisio
             remaining, reset_after = status(limit, state, now)
         finally:
             release()
+        made: Any = new(builder)  # resilient._algorithms.decision(), inlined
         if at <= now:
-            made: Any = builder(True, 0.0, remaining, capacity, reset_after)
+            made.allowed = True
+            made.retry_after = 0.0
         else:
             wait = at - now
-            if now + wait < at:
-                wait = wait_until(now, at)
-            made = builder(False, wait, remaining, capacity, reset_after)
-        made.__class__ = Decision  # see _DecisionBuilder
+            made.allowed = False
+            made.retry_after = wait if now + wait >= at else wait_until(now, at)
+        made.remaining = remaining
+        made.limit = capacity
+        made.reset_after = reset_after
+        made.__class__ = Decision
         return made  # type: ignore[no-any-return]
 
     return decide
