@@ -146,3 +146,18 @@ def command_log() -> Iterator[CommandLog]:
     finally:
         sync_class.send_packed_command = sync_send
         async_class.send_packed_command = async_send
+
+
+def wait_for(predicate: Any, timeout: float, what: str) -> None:
+    """Poll a real server until *predicate()* holds (bounded)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except Exception:  # a node that is still starting
+            pass
+        time.sleep(0.02)  # polling a real server's state, not faking time
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
