@@ -18,13 +18,6 @@ from typing import Any
 
 import uvicorn
 
-try:  # the limiters, once exported at the top level
-    from resilient import FixedWindow, SlidingWindow, TokenBucket  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - until then
-    from resilient._rate_limit import FixedWindow, SlidingWindow, TokenBucket
-
-__all__ = ["FixedWindow", "SlidingWindow", "TokenBucket"]
-
 Scope = dict[str, Any]
 Message = dict[str, Any]
 
@@ -224,13 +217,14 @@ def worker_app() -> Any:
     from starlette.responses import PlainTextResponse
     from starlette.routing import Route as StarletteRoute
 
+    import resilient as rs
     from resilient.adapters.asgi import ResilienceMiddleware, Route
 
     async def hello(request: Request) -> PlainTextResponse:
         return PlainTextResponse("hello")
 
     app = Starlette(routes=[StarletteRoute("/", hello), StarletteRoute("/health", hello)])
-    limiter = SlidingWindow(
+    limiter = rs.SlidingWindow(
         os.environ.get("ASGI_TEST_RATE", "20/hour"),
         store=os.environ["ASGI_TEST_STORE"],
         name="fleet",

@@ -12,10 +12,7 @@ import httpx
 import pytest
 from _asgi_support import (
     Exchange,
-    FixedWindow,
     Hello,
-    SlidingWindow,
-    TokenBucket,
     call,
     http_scope,
     until,
@@ -61,7 +58,7 @@ def client(app: Any, ip: str = "203.0.113.9", **kw: Any) -> httpx.AsyncClient:
 
 async def test_admitted_and_refused_responses_carry_the_ratelimit_fields(clock):
     app, calls = starlette_app()
-    app.add_middleware(ResilienceMiddleware, TokenBucket("2/s", name="api", clock=clock))
+    app.add_middleware(ResilienceMiddleware, rs.TokenBucket("2/s", name="api", clock=clock))
     async with client(app) as c:
         first, second, third = [await c.get("/") for _ in range(3)]
     assert [first.status_code, second.status_code, third.status_code] == [200, 200, 429]
@@ -86,7 +83,7 @@ async def test_admitted_and_refused_responses_carry_the_ratelimit_fields(clock):
 
 async def test_a_refusal_neither_calls_the_app_nor_reads_the_body(clock):
     app = Hello()
-    mw = ResilienceMiddleware(app, FixedWindow("1/min", clock=clock))
+    mw = ResilienceMiddleware(app, rs.FixedWindow("1/min", clock=clock))
     assert (await call(mw, http_scope(method="POST"), body=b"data")).status == 200
     refused = await call(mw, http_scope(method="POST"), forbid_receive=True)
     assert refused.status == 429
@@ -100,7 +97,7 @@ async def test_a_refusal_neither_calls_the_app_nor_reads_the_body(clock):
 )
 async def test_retry_after_is_whole_seconds_rounded_up_and_enough(clock, period, expected):
     """Never an underestimate: waiting exactly Retry-After seconds is admitted."""
-    mw = ResilienceMiddleware(Hello(), TokenBucket((1, period), clock=clock))
+    mw = ResilienceMiddleware(Hello(), rs.TokenBucket((1, period), clock=clock))
     assert (await call(mw, http_scope())).status == 200
     refused = await call(mw, http_scope())
     assert refused.headers["retry-after"] == expected
@@ -113,7 +110,7 @@ async def test_retry_after_is_whole_seconds_rounded_up_and_enough(clock, period,
 
 
 async def test_several_rates_are_listed_and_the_tightest_is_reported(clock):
-    limiter = SlidingWindow("3/s;4/min", name="api", clock=clock)
+    limiter = rs.SlidingWindow("3/s;4/min", name="api", clock=clock)
     mw = ResilienceMiddleware(Hello(), limiter)
     first = await call(mw, http_scope())
     assert first.headers["ratelimit-policy"] == '"api-1s";q=3;w=1, "api-60s";q=4;w=60'
@@ -134,8 +131,8 @@ async def test_several_rates_are_listed_and_the_tightest_is_reported(clock):
 
 
 async def test_each_limiter_adds_its_item(clock):
-    per_client = TokenBucket("5/s", name="client", clock=clock)
-    everyone = TokenBucket("100/s", key="all", name="all", clock=clock)
+    per_client = rs.TokenBucket("5/s", name="client", clock=clock)
+    everyone = rs.TokenBucket("100/s", key="all", name="all", clock=clock)
     mw = ResilienceMiddleware(Hello(), per_client, everyone)
     answer = await call(mw, http_scope())
     assert answer.headers["ratelimit-policy"] == '"client";q=5;w=1, "all";q=100;w=1'
@@ -143,7 +140,7 @@ async def test_each_limiter_adds_its_item(clock):
 
 
 async def test_legacy_headers_are_opt_in_and_the_ietf_fields_can_be_off(clock):
-    limiter = FixedWindow("2/min", clock=clock)
+    limiter = rs.FixedWindow("2/min", clock=clock)
     legacy = ResilienceMiddleware(Hello(), limiter, legacy_headers=True)
     answer = await call(legacy, http_scope())
     assert answer.headers["x-ratelimit-limit"] == "2"
@@ -151,7 +148,7 @@ async def test_legacy_headers_are_opt_in_and_the_ietf_fields_can_be_off(clock):
     assert answer.headers["x-ratelimit-reset"] == "60"
     assert "ratelimit" in answer.headers
     quiet = ResilienceMiddleware(
-        Hello(), FixedWindow("1/min", clock=clock), rate_limit_headers=False
+        Hello(), rs.FixedWindow("1/min", clock=clock), rate_limit_headers=False
     )
     assert not {"ratelimit", "ratelimit-policy"} & set((await call(quiet, http_scope())).headers)
     refused = await call(quiet, http_scope())
@@ -159,7 +156,7 @@ async def test_legacy_headers_are_opt_in_and_the_ietf_fields_can_be_off(clock):
     assert refused.headers["retry-after"] == "60"
     assert not {"ratelimit", "ratelimit-policy"} & set(refused.headers)
     only_legacy = ResilienceMiddleware(
-        Hello(), FixedWindow("1/min", clock=clock), rate_limit_headers=False, legacy_headers=True
+        Hello(), rs.FixedWindow("1/min", clock=clock), rate_limit_headers=False, legacy_headers=True
     )
     answer = await call(only_legacy, http_scope())
     assert answer.headers["x-ratelimit-remaining"] == "0"
@@ -167,7 +164,7 @@ async def test_legacy_headers_are_opt_in_and_the_ietf_fields_can_be_off(clock):
 
 
 async def test_policy_names_are_quoted_as_structured_field_strings(clock):
-    mw = ResilienceMiddleware(Hello(), TokenBucket("1/s", name='we"ird\\', clock=clock))
+    mw = ResilienceMiddleware(Hello(), rs.TokenBucket("1/s", name='we"ird\\', clock=clock))
     assert (await call(mw, http_scope())).headers["ratelimit-policy"] == ('"we\\"ird\\\\";q=1;w=1')
 
 
@@ -175,7 +172,7 @@ async def test_policy_names_are_quoted_as_structured_field_strings(clock):
 
 
 async def test_each_client_address_has_its_own_limit(clock):
-    mw = ResilienceMiddleware(Hello(), TokenBucket("1/min", clock=clock))
+    mw = ResilienceMiddleware(Hello(), rs.TokenBucket("1/min", clock=clock))
     assert (await call(mw, http_scope(client=("192.0.2.1", 1)))).status == 200
     assert (await call(mw, http_scope(client=("192.0.2.1", 2)))).status == 429  # same host
     assert (await call(mw, http_scope(client=("192.0.2.2", 1)))).status == 200
@@ -183,17 +180,17 @@ async def test_each_client_address_has_its_own_limit(clock):
 
 
 async def test_a_global_limit_is_asked_for_explicitly(clock):
-    shared = ResilienceMiddleware(Hello(), TokenBucket("1/min", clock=clock), key="global")
+    shared = ResilienceMiddleware(Hello(), rs.TokenBucket("1/min", clock=clock), key="global")
     assert (await call(shared, http_scope(client=("192.0.2.1", 1)))).status == 200
     assert (await call(shared, http_scope(client=("192.0.2.2", 1)))).status == 429
-    fixed = ResilienceMiddleware(Hello(), TokenBucket("1/min", key="everyone", clock=clock))
+    fixed = ResilienceMiddleware(Hello(), rs.TokenBucket("1/min", key="everyone", clock=clock))
     assert (await call(fixed, http_scope(client=("192.0.2.1", 1)))).status == 200
     assert (await call(fixed, http_scope(client=("192.0.2.2", 1)))).status == 429
 
 
 async def test_header_keys_are_hashed_and_fall_back_to_the_address(clock):
     listener = RecordingListener()
-    limiter = TokenBucket("1/min", clock=clock, listeners=[listener])
+    limiter = rs.TokenBucket("1/min", clock=clock, listeners=[listener])
     mw = ResilienceMiddleware(Hello(), limiter, key="header:X-API-Key")
 
     def with_key(value: bytes, ip: str = "192.0.2.1") -> dict[str, Any]:
@@ -219,7 +216,7 @@ class HeaderUser(AuthenticationBackend):
 
 async def test_the_authenticated_user_is_a_key(clock):
     app, _ = starlette_app()
-    app.add_middleware(ResilienceMiddleware, TokenBucket("1/min", clock=clock), key="user")
+    app.add_middleware(ResilienceMiddleware, rs.TokenBucket("1/min", clock=clock), key="user")
     app.add_middleware(AuthenticationMiddleware, backend=HeaderUser())  # outside: runs first
     async with client(app, ip="192.0.2.1") as one, client(app, ip="192.0.2.2") as two:
         assert (await one.get("/", headers={"x-user": "alice"})).status_code == 200
@@ -234,7 +231,7 @@ async def test_key_callables_by_object_and_by_import_path(clock):
         return dict(scope["headers"]).get(b"x-tenant", b"").decode() or None
 
     for key in (tenant, "_asgi_support:tenant_key"):
-        mw = ResilienceMiddleware(Hello(), TokenBucket("1/min", clock=FakeClock()), key=key)
+        mw = ResilienceMiddleware(Hello(), rs.TokenBucket("1/min", clock=FakeClock()), key=key)
         acme = http_scope(headers=[(b"x-tenant", b"acme")])
         assert (await call(mw, acme)).status == 200
         assert (await call(mw, {**acme, "client": ("192.0.2.50", 1)})).status == 429
@@ -242,7 +239,7 @@ async def test_key_callables_by_object_and_by_import_path(clock):
 
 
 async def test_a_limiters_own_key_callable_receives_the_scope(clock):
-    limiter = TokenBucket("1/min", key=lambda scope: scope["path"], clock=clock)
+    limiter = rs.TokenBucket("1/min", key=lambda scope: scope["path"], clock=clock)
     mw = ResilienceMiddleware(Hello(), limiter)
     assert (await call(mw, http_scope("/a"))).status == 200
     assert (await call(mw, http_scope("/a", client=("192.0.2.77", 1)))).status == 429
@@ -250,7 +247,7 @@ async def test_a_limiters_own_key_callable_receives_the_scope(clock):
 
 
 async def test_path_key_and_route_keys(clock):
-    limiter = TokenBucket("1/min", clock=clock)
+    limiter = rs.TokenBucket("1/min", clock=clock)
     routes = [Route(limiter, path="/per-path/*", key="path")]
     mw = ResilienceMiddleware(Hello(), routes=routes)
     assert (await call(mw, http_scope("/per-path/x", client=("192.0.2.1", 1)))).status == 200
@@ -261,7 +258,7 @@ async def test_path_key_and_route_keys(clock):
 @pytest.mark.parametrize("spec", ["nope", 42, "header:", "no_such_module_xyz:fn", "os:nope"])
 def test_bad_key_specs_are_config_errors(spec):
     with pytest.raises(rs.ConfigError):
-        ResilienceMiddleware(Hello(), TokenBucket("1/s"), key=spec)
+        ResilienceMiddleware(Hello(), rs.TokenBucket("1/s"), key=spec)
 
 
 # -- client addresses and proxies ----------------------------------------------------------------
@@ -340,12 +337,12 @@ def test_bad_proxy_settings_are_config_errors(kwargs):
 
 
 async def test_spoofed_addresses_do_not_escape_the_limit(clock):
-    limiter = TokenBucket("1/min", clock=clock)
+    limiter = rs.TokenBucket("1/min", clock=clock)
     direct = ResilienceMiddleware(Hello(), limiter)
     assert (await call(direct, forwarded("198.51.100.1", b"1.1.1.1"))).status == 200
     assert (await call(direct, forwarded("198.51.100.1", b"2.2.2.2"))).status == 429
     behind = ResilienceMiddleware(
-        Hello(), TokenBucket("1/min", clock=clock), trusted_proxies=["10.0.0.1"]
+        Hello(), rs.TokenBucket("1/min", clock=clock), trusted_proxies=["10.0.0.1"]
     )
     assert (await call(behind, forwarded("10.0.0.1", b"203.0.113.1"))).status == 200
     spoof = forwarded("10.0.0.1", b"9.9.9.9, 203.0.113.1")  # a forged left part
@@ -562,7 +559,7 @@ async def test_streamed_responses_pass_through_with_the_fields(clock):
         return StreamingResponse(numbers(), media_type="text/csv")
 
     app = Starlette(routes=[StarletteRoute("/", endpoint)])
-    app.add_middleware(ResilienceMiddleware, TokenBucket("5/s", clock=clock), breaker(clock))
+    app.add_middleware(ResilienceMiddleware, rs.TokenBucket("5/s", clock=clock), breaker(clock))
     exchange = await call(app, http_scope())
     bodies = [m["body"] for m in exchange.sent if m["type"] == "http.response.body"]
     assert b"".join(bodies) == b"0,1,2,3,4,"
@@ -600,7 +597,7 @@ async def test_lifespan_passes_through():
         seen.append(message["type"])
         await send({"type": "lifespan.startup.complete"})
 
-    mw = ResilienceMiddleware(app, TokenBucket("1/min"), rs.Bulkhead(1), websocket=True)
+    mw = ResilienceMiddleware(app, rs.TokenBucket("1/min"), rs.Bulkhead(1), websocket=True)
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
@@ -645,7 +642,7 @@ class WsPeer:
 
 async def test_websockets_pass_through_unless_asked(clock):
     echo = Echo()
-    mw = ResilienceMiddleware(echo, TokenBucket("1/min", clock=clock), rs.Bulkhead(1))
+    mw = ResilienceMiddleware(echo, rs.TokenBucket("1/min", clock=clock), rs.Bulkhead(1))
     for _ in range(3):
         peer = WsPeer()
         await mw(ws_scope(), peer.receive, peer.send)
@@ -655,7 +652,7 @@ async def test_websockets_pass_through_unless_asked(clock):
 
 async def test_limited_websocket_handshakes_are_denied(clock):
     echo = Echo()
-    mw = ResilienceMiddleware(echo, TokenBucket("1/min", clock=clock), websocket=True)
+    mw = ResilienceMiddleware(echo, rs.TokenBucket("1/min", clock=clock), websocket=True)
     peer = WsPeer()
     await mw(ws_scope(), peer.receive, peer.send)
     assert peer.sent[0]["type"] == "websocket.accept"
@@ -685,7 +682,7 @@ def test_starlette_testclient_websocket_denial(clock):
     from starlette.routing import WebSocketRoute
 
     app = Starlette(routes=[WebSocketRoute("/ws", ws)])
-    app.add_middleware(ResilienceMiddleware, TokenBucket("1/min", clock=clock), websocket=True)
+    app.add_middleware(ResilienceMiddleware, rs.TokenBucket("1/min", clock=clock), websocket=True)
     with TestClient(app) as test_client:
         with test_client.websocket_connect("/ws") as socket:
             assert socket.receive_text() == "hi"
@@ -704,8 +701,8 @@ def test_starlette_testclient_websocket_denial(clock):
 
 
 async def test_routes_first_match_wins_and_none_exempts(clock):
-    login = TokenBucket("1/min", name="login", clock=clock)
-    default = TokenBucket("3/min", name="default", clock=clock)
+    login = rs.TokenBucket("1/min", name="login", clock=clock)
+    default = rs.TokenBucket("3/min", name="default", clock=clock)
     mw = ResilienceMiddleware(
         Hello(),
         default,
@@ -732,7 +729,7 @@ async def test_routes_first_match_wins_and_none_exempts(clock):
 
 async def test_routes_as_mappings_and_registry_names(clock):
     registry: dict[str, Any] = {
-        "api": rs.Pipeline(TokenBucket("1/min", name="api", clock=clock)),
+        "api": rs.Pipeline(rs.TokenBucket("1/min", name="api", clock=clock)),
         "open": rs.Pipeline(),
     }
     mw = ResilienceMiddleware(
@@ -744,7 +741,7 @@ async def test_routes_as_mappings_and_registry_names(clock):
     assert (await call(mw, http_scope("/api/y"))).status == 429
     assert (await call(mw, http_scope("/api/x", method="POST"))).status == 200  # "open"
     # A reload hands out new policies: the middleware picks them up.
-    registry["api"] = rs.Pipeline(TokenBucket("5/min", name="api", clock=clock))
+    registry["api"] = rs.Pipeline(rs.TokenBucket("5/min", name="api", clock=clock))
     answer = await call(mw, http_scope("/api/x"))
     assert answer.status == 200
     assert answer.headers["ratelimit-policy"] == '"api";q=5;w=60'
@@ -761,7 +758,7 @@ async def test_a_registrys_own_asgi_routes_are_used(clock):
                 )(),
             )
 
-    registry = Registry(api=TokenBucket("1/min", name="api", clock=clock))
+    registry = Registry(api=rs.TokenBucket("1/min", name="api", clock=clock))
     mw = ResilienceMiddleware(Hello(), registry=registry)
     assert (await call(mw, http_scope("/api/a", client=("192.0.2.1", 1)))).status == 200
     assert (await call(mw, http_scope("/api/a", client=("192.0.2.2", 1)))).status == 429
@@ -776,6 +773,28 @@ async def test_a_retry_in_a_registry_pipeline_is_skipped(clock):
     mw = ResilienceMiddleware(app, "api", registry=registry)
     assert (await call(mw, http_scope())).status == 503
     assert app.calls == 1
+
+
+async def test_a_policy_file_reload_changes_routes_and_limits():
+    clock = FakeClock()
+    first = {
+        "policies": {"api": {"rate_limit": "1/minute"}, "open": {"timeout": "1s"}},
+        "routes": {"asgi": [{"path": "/api/*", "policy": "api"}]},
+    }
+    registry = rs.load_config(first, clock=clock)
+    mw = ResilienceMiddleware(Hello(), registry=registry)
+    assert (await call(mw, http_scope("/api/a"))).status == 200
+    assert (await call(mw, http_scope("/api/a"))).status == 429
+    assert (await call(mw, http_scope("/v2/a"))).status == 200
+    second = {
+        "policies": {"api": {"rate_limit": "1/minute"}, "open": {"timeout": "1s"}},
+        "routes": {
+            "asgi": [{"path": "/v2/*", "policy": "api"}, {"path": "/api/*", "policy": "open"}]
+        },
+    }
+    registry.reload(second)
+    assert (await call(mw, http_scope("/api/a"))).status == 200  # now "open"
+    assert (await call(mw, http_scope("/v2/a"))).status == 429  # "api" kept its count
 
 
 @pytest.mark.parametrize(
@@ -859,7 +878,7 @@ class DownStore:
 
 async def test_an_unreachable_backend_answers_503_without_calling_the_app():
     app = Hello()
-    mw = ResilienceMiddleware(app, TokenBucket("10/s", store=DownStore()))
+    mw = ResilienceMiddleware(app, rs.TokenBucket("10/s", store=DownStore()))
     answer = await call(mw, http_scope(), forbid_receive=True)
     assert answer.status == 503
     assert app.calls == 0
@@ -867,12 +886,27 @@ async def test_an_unreachable_backend_answers_503_without_calling_the_app():
     assert "retry-after" not in answer.headers
 
 
+async def test_a_guard_whose_backend_fails_answers_503():
+    class Unreachable:
+        def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+            raise rs.BackendError("redis://down", "breaker")
+
+        async def acall(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+            raise rs.BackendError("redis://down", "breaker")
+
+    app = Hello()
+    answer = await call(ResilienceMiddleware(app, Unreachable()), http_scope())
+    assert answer.status == 503
+    assert answer.json()["detail"] == "A policy could not be checked."
+    assert app.calls == 0
+
+
 async def test_no_request_state_lives_on_the_middleware(clock):
     """Many concurrent requests with different outcomes leave the instance as it was."""
     app = Hello()
     mw = ResilienceMiddleware(
         app,
-        TokenBucket("50/min", clock=clock),
+        rs.TokenBucket("50/min", clock=clock),
         rs.Bulkhead(8, max_queued=100, max_wait=None),
         breaker(clock),
     )
@@ -893,7 +927,7 @@ async def test_fastapi_add_middleware_with_positional_policies(clock):
     async def item(item: int) -> dict[str, int]:
         return {"item": item}
 
-    api.add_middleware(ResilienceMiddleware, TokenBucket("1/s", clock=clock), rs.Timeout(5))
+    api.add_middleware(ResilienceMiddleware, rs.TokenBucket("1/s", clock=clock), rs.Timeout(5))
     async with client(api) as c:
         ok = await c.get("/items/3")
         refused = await c.get("/items/4")

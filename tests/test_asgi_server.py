@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _asgi_support import FixedWindow, SlidingWindow, TokenBucket, serve, serve_workers, worker_pids
+from _asgi_support import serve, serve_workers, worker_pids
 from fastapi import FastAPI
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -50,7 +50,7 @@ def fastapi_app() -> tuple[FastAPI, collections.Counter[str]]:
 async def test_fields_and_refusals_over_a_real_connection():
     clock = FakeClock()
     app, calls = fastapi_app()
-    app.add_middleware(ResilienceMiddleware, FixedWindow("2/min", name="api", clock=clock))
+    app.add_middleware(ResilienceMiddleware, rs.FixedWindow("2/min", name="api", clock=clock))
     with serve(app) as url:
         async with httpx.AsyncClient(base_url=url) as client:
             answers = [await client.get(f"/items/{n}") for n in range(2)]
@@ -72,7 +72,7 @@ async def test_forwarded_for_is_believed_only_from_trusted_proxies():
     for trusted, expected in (((), [200, 429, 429]), (["127.0.0.1"], [200, 200, 429])):
         app, _ = fastapi_app()
         app.add_middleware(
-            ResilienceMiddleware, TokenBucket("1/min", clock=clock), trusted_proxies=trusted
+            ResilienceMiddleware, rs.TokenBucket("1/min", clock=clock), trusted_proxies=trusted
         )
         with serve(app) as url:
             async with httpx.AsyncClient(base_url=url) as client:
@@ -99,7 +99,7 @@ async def test_a_streamed_response_is_not_buffered():
     app = Starlette(routes=[StarletteRoute("/", endpoint)])
     breaker = rs.CircuitBreaker(clock=clock)
     app.add_middleware(
-        ResilienceMiddleware, TokenBucket("5/s", clock=clock), rs.Bulkhead(2), breaker
+        ResilienceMiddleware, rs.TokenBucket("5/s", clock=clock), rs.Bulkhead(2), breaker
     )
     with serve(app) as url:
         async with httpx.AsyncClient(base_url=url) as client, client.stream("GET", "/") as response:
@@ -166,7 +166,9 @@ async def test_lifespan_passes_through_under_uvicorn():
         return PlainTextResponse("hi")
 
     app = Starlette(routes=[StarletteRoute("/", hello)], lifespan=lifespan)
-    app.add_middleware(ResilienceMiddleware, TokenBucket("1/min"), rs.Bulkhead(1), websocket=True)
+    app.add_middleware(
+        ResilienceMiddleware, rs.TokenBucket("1/min"), rs.Bulkhead(1), websocket=True
+    )
     with serve(app, lifespan="on") as url:
         assert events == ["startup"]
         async with httpx.AsyncClient(base_url=url) as client:
@@ -255,7 +257,7 @@ async def test_redis_down_in_each_backend_error_mode(own_redis, mode):
     url = own_redis.url
     redis_store(url)
     store = store_from_url(url, on_backend_error=mode)
-    limiter = SlidingWindow("2/hour", store=store, name=f"down-{mode}")
+    limiter = rs.SlidingWindow("2/hour", store=store, name=f"down-{mode}")
     app, calls = fastapi_app()
     app.add_middleware(ResilienceMiddleware, limiter)
     transport = httpx.ASGITransport(app=app)

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+import logging
+from collections.abc import Awaitable, Callable, Container, Iterable, Mapping, Sequence
 from typing import Any, Final, Literal
 
+from resilient._algorithms import Decision
 from resilient._errors import (
     BackendError,
     ConfigError,
@@ -16,7 +18,7 @@ from resilient._errors import (
 from resilient._pipeline import Policy
 
 from ._keys import KeySpec, TrustedProxies, key_function
-from ._plan import Plan, Route, RouteTable, as_route
+from ._plan import LimiterSlot, Plan, Route, RouteTable, as_route
 from ._responses import (
     QUOTA_EXCEEDED,
     legacy_headers,
@@ -28,6 +30,8 @@ from ._types import ASGIApp, Message, Receive, Scope, Send
 __all__ = ["FailedResponseError", "ResilienceMiddleware"]
 
 Headers = list[tuple[bytes, bytes]]
+
+logger = logging.getLogger("resilient")
 
 _START: Final = "http.response.start"
 _REFUSED: Final[Headers] = []  # sentinel: the limiters answered already
@@ -99,7 +103,8 @@ class _Exchange:
         self.failed: FailedResponseError | None = None
         self.retry_after: float | None = None
 
-    async def send(self, message: Message) -> None:
+    def send(self, message: Message) -> Awaitable[None]:
+        """The app's ``send`` (it returns the server's awaitable, adding nothing to await)."""
         if message["type"] == _START:
             self.started = True
             status = self.status = message["status"]
@@ -108,7 +113,7 @@ class _Exchange:
                 message = {**message, "headers": [*message.get("headers", ()), *extra]}
             if self.failure(status):
                 self.retry_after = _retry_after_header(message.get("headers", ()))
-        await self.send_(message)
+        return self.send_(message)
 
     async def run(self, app: ASGIApp, scope: Scope, receive: Receive) -> None:
         """The call the policies wrap: the app, then the verdict on its response."""
@@ -206,6 +211,11 @@ class ResilienceMiddleware:
         rate_limit_headers: send the IETF fields (default ``True``).
         legacy_headers: also send ``X-RateLimit-Limit/-Remaining/-Reset``.
         websocket: apply the rate limiters to websocket handshakes.
+        dashboard: serve the live dashboard under this path (``"/_resilient"``):
+            the page, its JSON snapshot (``/_resilient/snapshot``) and its live
+            stream, outside the policies. Off by default.
+        dashboard_auth: called with each dashboard request's scope; a false answer
+            refuses it with 403 (default: anyone who can reach the app).
     """
 
     def __init__(
@@ -222,32 +232,59 @@ class ResilienceMiddleware:
         rate_limit_headers: bool = True,
         legacy_headers: bool = False,
         websocket: bool = False,
+        dashboard: str | None = None,
+        dashboard_auth: Callable[[Scope], bool | Awaitable[bool]] | None = None,
     ) -> None:
         if not callable(app):
             raise ConfigError("app", app, "an ASGI application")
         self.app = app
         self.proxies = TrustedProxies(trusted_proxies, header=proxy_header, ipv6_prefix=ipv6_prefix)
+        self._direct = not self.proxies.enabled
         self._failure = _failure_predicate(failure_statuses)
         self._headers = bool(rate_limit_headers)
         self._legacy = bool(legacy_headers)
         self._collect = self._headers or self._legacy
+        self._plain = self._headers and not self._legacy
         self._websocket = bool(websocket)
+        self._policies = tuple(policies)
+        self._key_fn = key_function(key, path="key")
+        self._registry = registry
+        self._file_routes: Any = None  # the registry's routes in use (to notice a reload)
         if routes is None and registry is not None:
-            routes = _registry_routes(registry)
-        route_list = [as_route(item) for item in (routes or ())]
-        self._table = RouteTable(
-            tuple(policies), route_list, registry, key_function(key, path="key")
-        )
-        self._routed = self._table.routed
-        self._named = registry is not None
+            routes = self._file_routes = _registry_routes(registry)
+        self._table = self._build(routes)
         self._default = self._table.default()
-        self._dynamic = self._routed or self._named
+        self._dynamic = self._table.routed or registry is not None
+        self._dashboard: Any = None
+        if dashboard is not None:
+            from resilient.dashboard._mount import middleware_dashboard
+
+            self._dashboard = middleware_dashboard(self, dashboard, dashboard_auth)
+
+    def _build(self, routes: Iterable[Route | Mapping[str, Any]] | None) -> RouteTable:
+        route_list = [as_route(item) for item in (routes or ())]
+        return RouteTable(self._policies, route_list, self._registry, self._key_fn)
 
     # -- routing -------------------------------------------------------------------------
 
     def _plan(self, scope: Scope, method: str) -> Plan | None:
         table = self._table
-        return table.match(method, scope["path"]) if self._routed else table.default()
+        if self._file_routes is not None:
+            routes = _registry_routes(self._registry)
+            if routes is not self._file_routes:
+                table = self._reload(routes)
+        return table.match(method, scope["path"]) if table.routed else table.default()
+
+    def _reload(self, routes: Any) -> RouteTable:
+        """The registry was reloaded with other routes: route by them from now on."""
+        try:
+            table = self._build(routes)
+        except ConfigError:
+            logger.exception("resilient: the reloaded ASGI routes are unusable; keeping the old")
+            self._file_routes = routes  # do not try again on every request
+            return self._table
+        self._table, self._file_routes = table, routes
+        return table
 
     def _key(self, plan: Plan, scope: Scope) -> str:
         fn = plan.key
@@ -255,6 +292,11 @@ class ResilienceMiddleware:
             found = fn(scope)
             if found is not None:
                 return found
+        if self._direct:  # no proxies: the peer, as the server gives it
+            peer = scope.get("client")
+            host: str | None = peer[0] if peer else None
+            if host and ":" not in host:
+                return "ip:" + host
         client = self.proxies.client(scope)
         return "ip:" + (client or "unknown")
 
@@ -268,12 +310,33 @@ class ResilienceMiddleware:
             else:
                 await self.app(scope, receive, send)
             return
+        dashboard = self._dashboard
+        if dashboard is not None and dashboard.handles(scope["path"]):
+            await dashboard(scope, receive, send)  # never behind the policies it shows
+            return
         plan = self._plan(scope, scope["method"]) if self._dynamic else self._default
         if plan is None:
             await self.app(scope, receive, send)
             return
         extra: Headers | None = None
-        if plan.limiters:
+        single = plan.single
+        if single is not None:  # one in-memory limiter: the common case, decided in line
+            key: str | None
+            if plan.by_address and self._direct:
+                peer = scope.get("client")
+                host: str | None = peer[0] if peer else None
+                key = "ip:" + host if host and ":" not in host else self._key(plan, scope)
+            else:
+                key = self._key(plan, scope) if plan.needs_key else None
+            decision = single.limiter.try_acquire(key, single.cost)
+            if not decision.allowed:
+                await self._too_many(send, [(single, decision)], http=True)
+                return
+            if self._plain:
+                extra = [single.headers.policy_field, single.headers.state_field(decision)]
+            elif self._collect:
+                extra = self._fields([(single, decision)], None)
+        elif plan.limiters:
             extra = await self._limit(plan, scope, send, http=True)
             if extra is _REFUSED:
                 return
@@ -295,6 +358,11 @@ class ResilienceMiddleware:
             if exc is exchange.app_error or exchange.started:
                 raise
             await self._timed_out(send, exc, extra)
+        except BackendError as exc:  # a policy's shared state is unreachable (mode "raise")
+            if exc is exchange.app_error or exchange.started:
+                raise
+            detail = "A policy could not be checked."
+            await self._answer(send, 503, detail, None, extra or [], http=True)
 
     # -- rate limits -----------------------------------------------------------------------
 
@@ -302,9 +370,7 @@ class ResilienceMiddleware:
         """Ask every limiter; on a refusal answer 429 and return ``_REFUSED``, else
         return the header fields to add to the response (``None``: none)."""
         key: str | None = self._key(plan, scope) if plan.needs_key else None
-        states: list[str] = []
-        policies: list[bytes] = []
-        tightest: Any = None
+        decided: list[tuple[LimiterSlot, Decision]] = []
         for slot in plan.limiters:
             if slot.key_fn is not None:
                 slot_key: Any = slot.key_fn(scope)
@@ -312,51 +378,65 @@ class ResilienceMiddleware:
                 slot_key = None if slot.fixed else key
             cost = slot.cost if slot.cost_fn is None else slot.cost_fn(scope)
             try:
-                decision = await slot.limiter.atry_acquire(slot_key, cost)
+                if slot.local:  # in memory: no I/O, no coroutine needed
+                    decision = slot.limiter.try_acquire(slot_key, cost)
+                else:
+                    decision = await slot.limiter.atry_acquire(slot_key, cost)
             except BackendError:
-                await self._answer(
-                    send,
-                    503,
-                    "The rate limit could not be checked.",
-                    None,
-                    self._fields(states, policies, tightest, None),
-                    http=http,
-                )
+                fields = self._fields(decided, None)
+                detail = "The rate limit could not be checked."
+                await self._answer(send, 503, detail, None, fields, http=http)
                 return _REFUSED
+            decided.append((slot, decision))
             if not decision.allowed:
-                retry = retry_after_value(decision.retry_after)
-                if self._collect:
-                    states.append(slot.headers.state(decision, retry))
-                    policies.append(slot.headers.policy)
-                await self._answer(
-                    send,
-                    429,
-                    f"Too many requests; retry in {retry} s.",
-                    retry,
-                    self._fields(states, policies, decision, retry),
-                    http=http,
-                    type_=QUOTA_EXCEEDED,
-                    extra={"violated-policies": [slot.headers.violated(decision)]},
-                )
+                await self._too_many(send, decided, http=http)
                 return _REFUSED
-            if self._collect:
-                states.append(slot.headers.state(decision, None))
-                policies.append(slot.headers.policy)
-                if tightest is None or decision.remaining < tightest.remaining:
-                    tightest = decision
-        return self._fields(states, policies, tightest, None) or None
+        return self._fields(decided, None) if self._collect else None
 
-    def _fields(
-        self, states: list[str], policies: list[bytes], decision: Any, retry: int | None
-    ) -> Headers:
-        if not states:
+    async def _too_many(
+        self, send: Send, decided: list[tuple[LimiterSlot, Decision]], *, http: bool
+    ) -> None:
+        """Answer 429 for the last of *decided*, which refused."""
+        slot, decision = decided[-1]
+        retry = retry_after_value(decision.retry_after)
+        await self._answer(
+            send,
+            429,
+            f"Too many requests; retry in {retry} s.",
+            retry,
+            self._fields(decided, retry),
+            http=http,
+            type_=QUOTA_EXCEEDED,
+            extra={"violated-policies": [slot.headers.violated(decision)]},
+        )
+
+    def _fields(self, decided: list[tuple[LimiterSlot, Decision]], retry: int | None) -> Headers:
+        """The rate-limit header fields for these decisions (*retry*: the last one refused)."""
+        if not decided or not self._collect:
             return []
         fields: Headers = []
-        if self._headers:
-            fields.append((_RATELIMIT_POLICY, b", ".join(policies)))
-            fields.append((_RATELIMIT, ", ".join(states).encode()))
-        if self._legacy and decision is not None:
-            fields.extend(legacy_headers(decision, retry))
+        if len(decided) == 1:
+            slot, tightest = decided[0]
+            if self._headers:
+                fields.append(slot.headers.policy_field)
+                fields.append((_RATELIMIT, slot.headers.state(tightest, retry)))
+        else:
+            last = len(decided) - 1
+            states = [
+                slot.headers.state(decision, retry if i == last else None)
+                for i, (slot, decision) in enumerate(decided)
+            ]
+            tightest = (
+                decided[-1][1]
+                if retry is not None
+                else min((decision for _, decision in decided), key=lambda d: d.remaining)
+            )
+            if self._headers:
+                policies = b", ".join(slot.headers.policy for slot, _ in decided)
+                fields.append((_RATELIMIT_POLICY, policies))
+                fields.append((_RATELIMIT, b", ".join(states)))
+        if self._legacy:
+            fields.extend(legacy_headers(tightest, retry))
         return fields
 
     # -- answers ---------------------------------------------------------------------------
@@ -420,12 +500,15 @@ class ResilienceMiddleware:
 
 
 def _adding(send: Send, extra: Headers) -> Send:
-    """*send*, adding *extra* header fields to the response start."""
+    """*send*, adding *extra* header fields to the response start.
 
-    async def send_adding(message: Message) -> None:
+    A plain function returning the server's awaitable: no coroutine of its own.
+    """
+
+    def send_adding(message: Message) -> Awaitable[None]:
         if message["type"] == _START:
             message = {**message, "headers": [*message.get("headers", ()), *extra]}
-        await send(message)
+        return send(message)
 
     return send_adding
 
@@ -435,8 +518,7 @@ async def _discard(message: Message) -> None:
 
 
 def _registry_routes(registry: object) -> Sequence[Any] | None:
+    """A registry's ASGI routes (``registry.routes.asgi``), or ``None``."""
     routes = getattr(registry, "routes", None)
     asgi = getattr(routes, "asgi", None)
-    if asgi is None:
-        return None
-    return tuple(asgi)
+    return asgi if isinstance(asgi, Sequence) else None

@@ -20,6 +20,7 @@ from resilient._errors import ConfigError
 from resilient._fallback import Fallback
 from resilient._pipeline import Pipeline, Policy
 from resilient._retry import Retry
+from resilient.backends.memory import MemoryStore
 
 from ._keys import KeySpec, key_function
 from ._responses import LimitHeaders
@@ -126,7 +127,7 @@ class LimiterSlot:
     scope. A limiter without a key is counted per the route's key.
     """
 
-    __slots__ = ("cost", "cost_fn", "fixed", "headers", "key_fn", "limiter")
+    __slots__ = ("cost", "cost_fn", "fixed", "headers", "key_fn", "limiter", "local")
 
     def __init__(self, limiter: Any) -> None:
         self.limiter = limiter
@@ -137,6 +138,8 @@ class LimiterSlot:
         self.cost_fn: Callable[[Scope], int] | None = getattr(limiter, "_cost_fn", None)
         self.cost: int = getattr(limiter, "_cost", 1)
         self.headers = LimitHeaders(limiter.name, limiter.limits)
+        self.local = isinstance(getattr(limiter, "store", None), MemoryStore)
+        """In memory: decided by the sync ``try_acquire`` (no I/O, no coroutine)."""
 
     @property
     def own_key(self) -> bool:
@@ -180,9 +183,21 @@ class Plan:
         key: the route's key function (``None``: the client address).
         route: the route's path pattern, for events (``None``: the default).
         needs_key: whether a limiter counts per the route's key.
+        by_address: whether that key is the client address.
+        single: the only limiter, when it can be decided in line (see below).
     """
 
-    __slots__ = ("guard", "key", "limiters", "needs_key", "policies", "route", "source")
+    __slots__ = (
+        "by_address",
+        "guard",
+        "key",
+        "limiters",
+        "needs_key",
+        "policies",
+        "route",
+        "single",
+        "source",
+    )
 
     def __init__(
         self,
@@ -205,6 +220,15 @@ class Plan:
             None if not guards else guards[0] if len(guards) == 1 else Pipeline(*guards)
         )
         self.needs_key = any(not slot.own_key for slot in self.limiters)
+        self.by_address = self.needs_key and key is None
+        only = self.limiters[0] if len(self.limiters) == 1 else None
+        self.single = (
+            only
+            if only is not None and only.local and only.key_fn is None and only.cost_fn is None
+            else None
+        )
+        """The plan's only limiter when it is in memory with a plain key and cost: decided
+        in line, without a coroutine."""
 
     @property
     def empty(self) -> bool:

@@ -33,6 +33,7 @@ __all__ = [
 
 QUOTA_EXCEEDED: Final = "https://iana.org/assignments/http-problem-types#quota-exceeded"
 _PROBLEM_JSON: Final = b"application/problem+json"
+_LARGE: Final = 2.0**31
 _TITLES: Final = {
     429: "Too Many Requests",
     500: "Internal Server Error",
@@ -45,7 +46,7 @@ def whole_seconds(seconds: float) -> int:
     """*seconds* as a non-negative int, rounded up (``0.2`` -> 1, ``2.0`` -> 2)."""
     if not seconds > 0:  # also NaN
         return 0
-    if math.isinf(seconds):
+    if seconds >= _LARGE:
         return 2**31 - 1
     return math.ceil(seconds)
 
@@ -73,7 +74,15 @@ class LimitHeaders:
         policy: the ``RateLimit-Policy`` field value (bytes).
     """
 
-    __slots__ = ("_by_capacity", "_items", "names", "policy")
+    __slots__ = (
+        "_by_capacity",
+        "_items",
+        "_prefix",
+        "_single",
+        "names",
+        "policy",
+        "policy_field",
+    )
 
     def __init__(self, name: str, limits: Sequence[Limit]) -> None:
         windows = [max(whole_seconds(limit.capacity * limit.interval), 1) for limit in limits]
@@ -94,16 +103,32 @@ class LimitHeaders:
         for index, limit in enumerate(limits):
             by_capacity.setdefault(limit.capacity, index)
         self._by_capacity = by_capacity
+        self._single = items[0] if len(items) == 1 else None
+        self._prefix = (items[0] + ";r=").encode() if len(items) == 1 else b""
+        self.policy_field = (b"ratelimit-policy", self.policy)
 
     def which(self, decision: Decision) -> int:
         """The index of the limit a decision reports on (matched by its capacity)."""
         return self._by_capacity.get(decision.limit, 0)
 
-    def state(self, decision: Decision, retry_after: int | None) -> str:
+    def state(self, decision: Decision, retry_after: int | None) -> bytes:
         """The ``RateLimit`` item for *decision* (``retry_after``: on a refusal)."""
-        reset = retry_after if retry_after is not None else whole_seconds(decision.reset_after)
-        remaining = max(int(decision.remaining), 0)
-        return f"{self._items[self.which(decision)]};r={remaining};t={reset}"
+        if retry_after is None:
+            reset = decision.reset_after
+            reset_s = math.ceil(reset) if 0 < reset < _LARGE else whole_seconds(reset)
+        else:
+            reset_s = retry_after
+        remaining = decision.remaining
+        item = self._single or self._items[self._by_capacity.get(decision.limit, 0)]
+        return f"{item};r={remaining if remaining > 0 else 0};t={reset_s}".encode()
+
+    def state_field(self, decision: Decision) -> tuple[bytes, bytes]:
+        """``(b"ratelimit", value)`` for an admitted *decision* (the hot path)."""
+        reset = decision.reset_after
+        remaining = decision.remaining
+        if self._prefix and 0 < reset < _LARGE and remaining >= 0:
+            return (b"ratelimit", b"%b%d;t=%d" % (self._prefix, remaining, math.ceil(reset)))
+        return (b"ratelimit", self.state(decision, None))
 
     def violated(self, decision: Decision) -> str:
         """The name of the quota policy a refused *decision* violated."""

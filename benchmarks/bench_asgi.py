@@ -1,0 +1,398 @@
+"""ASGI middleware: requests per second of a hello-world app under uvicorn with and
+without the middleware, and slowapi measured the same way, in one run.
+
+Each variant runs in its own uvicorn process (one worker, on a free loopback port);
+this process drives them with a small keep-alive HTTP/1.1 load generator (several
+concurrent connections, a bounded number of requests and a bounded time per
+round). Rounds alternate between the variants and each ratio is taken within a
+round, then the median over rounds, so drift on a shared machine cancels out.
+The limiters are in memory and never refuse (the allowed path), with their
+response headers on.
+
+A second table gives the in-process cost per request (no server, no sockets):
+a raw ASGI call of the same Starlette app with and without each middleware.
+
+The app factory ``make_app`` is what the server processes import
+(``BENCH_ASGI_VARIANT`` names the variant).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from ._harness import Table, ns
+
+NAME = "asgi"
+
+ROOT = Path(__file__).resolve().parent.parent
+VARIANTS = (
+    "bare",
+    "resilient",
+    "resilient-no-headers",
+    "resilient-all",
+    "slowapi",
+    "slowapi-no-headers",
+)
+LABELS = {
+    "bare": "no middleware",
+    "resilient": "resilient: TokenBucket per client (in memory, RateLimit headers)",
+    "resilient-no-headers": "resilient: the same without headers",
+    "resilient-all": "resilient: TokenBucket + Bulkhead + CircuitBreaker + Timeout",
+    "slowapi": "slowapi: SlowAPIASGIMiddleware, default limit (in memory, headers)",
+    "slowapi-no-headers": "slowapi: the same without headers",
+}
+RATE = "1000000/second"  # never reached: the allowed path
+CONNECTIONS = 16
+
+
+def make_app(variant: str | None = None) -> Any:
+    """The hello-world Starlette app, wrapped as *variant* says."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    variant = variant or os.environ.get("BENCH_ASGI_VARIANT", "bare")
+
+    async def hello(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("Hello, world!")
+
+    app = Starlette(routes=[Route("/", hello)])
+    if variant.startswith("resilient"):
+        import resilient as rs
+        from resilient.adapters.asgi import ResilienceMiddleware
+
+        policies: list[Any] = [rs.TokenBucket(RATE)]
+        if variant == "resilient-all":
+            policies += [rs.Bulkhead(10_000), rs.CircuitBreaker(), rs.Timeout(30)]
+        headers = variant != "resilient-no-headers"
+        app.add_middleware(ResilienceMiddleware, *policies, rate_limit_headers=headers)
+    elif variant.startswith("slowapi"):
+        from slowapi import Limiter
+        from slowapi.middleware import SlowAPIASGIMiddleware
+        from slowapi.util import get_remote_address
+
+        app.state.limiter = Limiter(
+            key_func=get_remote_address,
+            default_limits=[RATE],
+            headers_enabled=variant == "slowapi",
+        )
+        app.add_middleware(SlowAPIASGIMiddleware)
+    elif variant != "bare":
+        raise ValueError(variant)
+    return app
+
+
+# -- servers -----------------------------------------------------------------------------------
+
+
+# uvicorn's --fd builds the listening socket as AF_UNIX, so asyncio never sets
+# TCP_NODELAY on its connections; build it from the descriptor ourselves.
+_SERVE = """
+import socket, sys, uvicorn
+sock = socket.socket(fileno=int(sys.argv[1]))
+config = uvicorn.Config(
+    "benchmarks.bench_asgi:make_app", factory=True, access_log=False,
+    log_level="warning", proxy_headers=False,
+)
+uvicorn.Server(config).run(sockets=[sock])
+"""
+
+
+@contextlib.contextmanager
+def _server(variant: str) -> Iterator[tuple[int, int]]:
+    """A uvicorn process serving *variant*; yields its port and pid."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
+    port = sock.getsockname()[1]
+    env = {**os.environ, "BENCH_ASGI_VARIANT": variant}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    process = subprocess.Popen(
+        [sys.executable, "-c", _SERVE, str(sock.fileno())],
+        pass_fds=[sock.fileno()],
+        env=env,
+        cwd=ROOT,
+    )
+    try:
+        yield port, process.pid
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+        sock.close()
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) used so far by process *pid* (Linux), else ``None``."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+# -- the load generator -----------------------------------------------------------------------
+
+_REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\nUser-Agent: bench\r\n\r\n"
+
+
+async def _load(port: int, seconds: float, limit: int) -> tuple[int, float]:
+    """Requests answered 200 on *CONNECTIONS* keep-alive connections within *seconds*
+    (and at most *limit*), and the time taken."""
+    loop = asyncio.get_running_loop()
+    done = 0
+    stop_at = loop.time() + seconds
+
+    async def connection() -> None:
+        nonlocal done
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while done < limit and loop.time() < stop_at:
+                writer.write(_REQUEST)
+                head = await reader.readuntil(b"\r\n\r\n")
+                if not head.startswith(b"HTTP/1.1 200"):
+                    raise RuntimeError(head.decode(errors="replace"))
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                await reader.readexactly(length)
+                done += 1
+        finally:
+            writer.close()
+
+    start = loop.time()
+    await asyncio.gather(*(connection() for _ in range(CONNECTIONS)))
+    return done, loop.time() - start
+
+
+async def _ready(port: int) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            await _load(port, 0.2, 50)
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
+
+
+def _throughput(quick: bool) -> Table:
+    rounds, seconds, limit = (3, 1.0, 50_000) if quick else (15, 2.0, 200_000)
+    rates: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    cpu: dict[str, list[float]] = {v: [0.0, 0.0] for v in VARIANTS}  # seconds, requests
+    with contextlib.ExitStack() as stack:
+        servers = {v: stack.enter_context(_server(v)) for v in VARIANTS}
+
+        async def main() -> None:
+            for port, _ in servers.values():
+                await _ready(port)
+                await _load(port, 0.5, limit)  # warm up
+            for _ in range(rounds):
+                for variant in VARIANTS:
+                    port, pid = servers[variant]
+                    before = _cpu_seconds(pid)
+                    count, elapsed = await _load(port, seconds, limit)
+                    after = _cpu_seconds(pid)
+                    rates[variant].append(count / elapsed)
+                    if before is not None and after is not None:
+                        cpu[variant][0] += after - before
+                        cpu[variant][1] += count
+
+        asyncio.run(main())
+    table = Table(
+        "Hello-world Starlette app under uvicorn (1 worker, h11), requests/s on loopback",
+        [
+            "variant",
+            "requests/s (median)",
+            "ratio to no middleware",
+            "server CPU µs/request",
+            "CPU ratio",
+        ],
+    )
+    ratios: dict[str, float] = {}
+    per_request = {v: (c / n * 1e6 if n else 0.0) for v, (c, n) in cpu.items()}
+    for variant in VARIANTS:
+        per_round = [r / b for r, b in zip(rates[variant], rates["bare"], strict=True)]
+        ratios[variant] = statistics.median(per_round)
+        used = per_request[variant]
+        table.add(
+            LABELS[variant],
+            f"{statistics.median(rates[variant]):,.0f}",
+            f"{ratios[variant]:.3f}x",
+            f"{used:,.1f}" if used else "n/a",
+            f"{per_request['bare'] / used:.3f}x" if used else "n/a",
+        )
+    ok = "met" if ratios["resilient"] >= 0.9 else "NOT met"
+    table.notes.append(
+        f"target: resilient with an in-memory limiter >= 0.9x the requests/s without "
+        f"middleware: {ratios['resilient']:.3f}x ({ok}); slowapi measured the same way: "
+        f"{ratios['slowapi']:.3f}x"
+    )
+    table.notes.append(
+        f"{CONNECTIONS} keep-alive connections from one asyncio client process; {rounds} "
+        f"rounds of {seconds:g} s (at most {limit:,} requests each), variants interleaved; "
+        "each ratio is the median of per-round ratios. The server CPU per request (user + "
+        "system, all rounds) is the cost that bounds throughput when the server has a core "
+        "to itself; the CPU ratio is bare / variant (1.0x: free)"
+    )
+    return table
+
+
+# -- in process ---------------------------------------------------------------------------------
+
+
+def _raw_call(app: Any) -> Callable[[], Any]:
+    scope_template = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/",
+        "raw_path": b"/",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"bench")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        return None
+
+    async def one() -> None:
+        await app(dict(scope_template), receive, send)
+
+    return one
+
+
+class _Transport:
+    """Enough of an asyncio transport for uvicorn's protocol: collects what it writes."""
+
+    def __init__(self) -> None:
+        self.writes = 0
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(
+            name, default
+        )
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def set_protocol(self, protocol: Any) -> None: ...
+
+
+def _through_protocol(app: Any) -> Callable[[], Any] | None:
+    """One request fed to uvicorn's own HTTP/1.1 protocol object (h11) over a fake
+    transport: the server's work without sockets or a second process."""
+    try:
+        from uvicorn.config import Config
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+        from uvicorn.server import ServerState
+
+        config = Config(app, lifespan="off", access_log=False, proxy_headers=False)
+        config.load()
+        loop = asyncio.get_running_loop()
+        state = ServerState()
+        protocol = H11Protocol(config, state, app_state={}, _loop=loop)
+    except Exception:  # another uvicorn: skip this column
+        return None
+    transport = _Transport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+
+    async def one() -> None:
+        done = state.total_requests + 1
+        protocol.data_received(_REQUEST)
+        while state.total_requests < done:  # noqa: ASYNC110 - polling the protocol's count
+            await asyncio.sleep(0)
+
+    return one
+
+
+def _in_process(quick: bool) -> Table:
+    """Best-of interleaved batches: on a shared machine the minimum is the stable figure."""
+    batch, repeats = (500, 10) if quick else (2_000, 30)
+
+    async def main() -> tuple[dict[str, float], dict[str, float]]:
+        apps = {v: make_app(v) for v in VARIANTS}
+        plain = {v: _raw_call(app) for v, app in apps.items()}
+        served = {v: _through_protocol(app) for v, app in apps.items()}
+        best = {v: float("inf") for v in VARIANTS}
+        best_served = {v: float("inf") for v in VARIANTS}
+        for _ in range(repeats):
+            for variant in VARIANTS:
+                for fn, into in ((plain[variant], best), (served[variant], best_served)):
+                    if fn is None:
+                        continue
+                    start = time.perf_counter_ns()
+                    for _ in range(batch):
+                        await fn()
+                    into[variant] = min(into[variant], (time.perf_counter_ns() - start) / batch)
+        return best, best_served
+
+    times, served = asyncio.run(main())
+    bare, bare_served = times["bare"], served["bare"]
+    table = Table(
+        "In process: one request, without a server and through uvicorn's HTTP/1.1 protocol "
+        "(no sockets)",
+        [
+            "variant",
+            "app ns/request",
+            "middleware overhead ns",
+            "with uvicorn's protocol ns/request",
+            "overhead ns",
+            "ratio",
+        ],
+    )
+    for variant in VARIANTS:
+        with_server = served[variant]
+        known = with_server != float("inf")
+        table.add(
+            LABELS[variant],
+            ns(times[variant]),
+            ns(times[variant] - bare),
+            ns(with_server) if known else "n/a",
+            ns(with_server - bare_served) if known else "n/a",
+            f"{bare_served / with_server:.3f}x" if known else "n/a",
+        )
+    table.notes.append(
+        f"best of {repeats} interleaved batches of {batch:,} requests, garbage collection on; "
+        "the protocol column includes the server's own work for the extra header fields "
+        "(h11 validates and writes each one); ratio: bare / variant"
+    )
+    return table
+
+
+def run(quick: bool) -> list[Table]:
+    return [_throughput(quick), _in_process(quick)]
