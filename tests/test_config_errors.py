@@ -73,8 +73,8 @@ def test_all_errors_of_a_file_at_once_in_file_order():
 
 def test_unknown_keys_list_the_known_ones():
     assert errors_of("polices: {}\nroutes: {httpx: [{policy: p, hots: x}]}\n") == [
-        "policies.yaml:1: polices: unknown key; expected one of version, backends, defaults, "
-        "bases, policies, routes (did you mean 'policies'?)",
+        "policies.yaml:1: polices: unknown key; expected one of version, backends, budgets, "
+        "defaults, bases, policies, routes (did you mean 'policies'?)",
         "policies.yaml:2: routes.httpx.0.hots: unknown key; expected one of policy, host, path, "
         "methods (did you mean 'host'?)",
         "policies.yaml:2: routes.httpx.0.policy: expected a policy (none defined), got 'p'",
@@ -232,9 +232,11 @@ def test_an_inherited_bad_value_is_reported_once_where_it_is_written():
 def test_defaults_hold_only_sections():
     assert errors_of("defaults:\n  order: [retry]\n  extends: x\n") == [
         "policies.yaml:2: defaults.order: not allowed in defaults; expected defaults for the "
-        "sections (fallback, rate_limit, bulkhead, timeout, retry, circuit_breaker)",
+        "sections (fallback, rate_limit, bulkhead, adaptive_concurrency, timeout, retry, "
+        "throttle, circuit_breaker)",
         "policies.yaml:3: defaults.extends: not allowed in defaults; expected defaults for the "
-        "sections (fallback, rate_limit, bulkhead, timeout, retry, circuit_breaker)",
+        "sections (fallback, rate_limit, bulkhead, adaptive_concurrency, timeout, retry, "
+        "throttle, circuit_breaker)",
     ]
 
 
@@ -364,8 +366,8 @@ def test_a_bare_name_must_be_a_builtin_even_without_imports():
         (
             "policies.yaml",
             "- 1\n- 2\n",
-            "policies.yaml: expected a mapping at the top level (backends, defaults, bases, "
-            "policies, routes), got [1, 2]",
+            "policies.yaml: expected a mapping at the top level (backends, budgets, defaults, "
+            "bases, policies, routes), got [1, 2]",
         ),
         (
             "policies.yaml",
@@ -447,7 +449,8 @@ def test_a_bad_format_argument():
                 "policies.json:6: policies.api.retry.backoff.jitter: expected one of 'full', "
                 "'equal', 'decorrelated', 'none' (did you mean 'full'?), got 'ful'",
                 "policies.json:8: policies.api.order.1: expected one of 'fallback', 'rate_limit', "
-                "'bulkhead', 'timeout', 'retry', 'circuit_breaker', 'attempt_timeout', got 3",
+                "'bulkhead', 'adaptive_concurrency', 'timeout', 'retry', 'throttle', "
+                "'circuit_breaker', 'attempt_timeout', got 3",
                 "policies.json:11: routes.grpc.1.policy: expected a policy (api), got 'zz'",
             ],
         ),

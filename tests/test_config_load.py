@@ -15,6 +15,7 @@ import pytest
 import resilient as rs
 from resilient._rate_limit import FixedWindow, SlidingWindow, TokenBucket
 from resilient.config import (
+    AdaptiveConcurrencySettings,
     BackendSettings,
     BackoffSettings,
     BulkheadSettings,
@@ -25,6 +26,7 @@ from resilient.config import (
     Registry,
     RetryBudgetSettings,
     RetrySettings,
+    ThrottleSettings,
     TimeoutSettings,
     WindowSettings,
     load_config,
@@ -190,6 +192,28 @@ policies:
     circuit_breaker: {window: {size: 10}}
   fixed:
     rate_limit: {rate: 10 per second, algorithm: fixed_window}
+  gradient:
+    adaptive_concurrency:
+      algorithm: gradient2
+      min_limit: 2
+      max_limit: 50
+      initial_limit: 10
+      smoothing: 0.5
+      max_queued: 3
+      max_wait: 100ms
+      drop_on: [TimeoutError]
+      tolerance: 2
+      long_window: 100
+      queue_size: 2
+      window: 5
+      probe_interval: 30s
+    throttle:
+      {k: 1.5, window: 1m, buckets: 6, min_requests: 10, max_reject: 0.9, rejected_on: [OSError]}
+  aimd:
+    adaptive_concurrency:
+      {algorithm: aimd, latency_threshold: 200ms, backoff_ratio: 0.8, increase: 2}
+  vegas:
+    adaptive_concurrency: {algorithm: vegas, alpha: 2, beta: 4}
 routes:
   httpx:
     - {policy: full, host: "*.example.com", path: /v1, methods: [get, PUT]}
@@ -281,6 +305,8 @@ def _keys_written(text: str) -> set[str]:
         RetryBudgetSettings,
         CircuitBreakerSettings,
         WindowSettings,
+        AdaptiveConcurrencySettings,
+        ThrottleSettings,
     ],
 )
 def test_the_every_key_document_really_has_every_key(cls):
@@ -441,8 +467,10 @@ def test_default_order_and_explicit_order():
         "fallback",
         "rate_limit",
         "bulkhead",
+        "adaptive_concurrency",
         "timeout",
         "retry",
+        "throttle",
         "circuit_breaker",
         "attempt_timeout",
     )

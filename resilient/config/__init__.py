@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from ._lint import Estimate, LintWarning
     from ._schema import (
         DEFAULT_ORDER,
+        AdaptiveConcurrencySettings,
         AsgiRoute,
         BackendSettings,
         BackoffSettings,
@@ -41,11 +42,13 @@ if TYPE_CHECKING:
         RetryBudgetSettings,
         RetrySettings,
         Routes,
+        ThrottleSettings,
         TimeoutSettings,
         WindowSettings,
     )
 
 __all__ = [
+    "AdaptiveConcurrencySettings",
     "AsgiRoute",
     "BackendSettings",
     "BackoffSettings",
@@ -68,6 +71,7 @@ __all__ = [
     "RetryBudgetSettings",
     "RetrySettings",
     "Routes",
+    "ThrottleSettings",
     "TimeoutSettings",
     "Watcher",
     "WindowSettings",

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
+from .._adaptive import AIMD, AdaptiveConcurrency, Gradient2, LimitAlgorithm, Vegas
 from .._backoff import Backoff
 from .._budget import RetryBudget
 from .._bulkhead import Bulkhead
@@ -33,6 +34,7 @@ from .._fallback import Fallback
 from .._pipeline import Pipeline, Policy
 from .._rate_limit import FixedWindow, SlidingWindow, TokenBucket
 from .._retry import Retry
+from .._throttle import Throttle
 from .._timeout import Timeout
 from .._windows import CountWindow, TimeWindow
 from ..backends import store_from_url
@@ -40,13 +42,17 @@ from ..backends.memory import MemoryStore
 from ..observability._emit import Listener
 from ._errors import FileConfigError, problem
 from ._schema import (
+    _ALGORITHM_OPTIONS,
+    AdaptiveConcurrencySettings,
     BackendSettings,
     CircuitBreakerSettings,
     ConfigDocument,
     FallbackSettings,
     PolicySettings,
     RateLimitSettings,
+    RetryBudgetSettings,
     RetrySettings,
+    ThrottleSettings,
 )
 from ._validate import Locator
 
@@ -72,6 +78,9 @@ class Built:
     steps: dict[tuple[str, str], tuple[Any, Policy]] = field(default_factory=dict)
     """``(policy, step)`` -> ``(identity, object)``; equal identities share the object."""
     stores: dict[str, tuple[BackendSettings, Any]] = field(default_factory=dict)
+    budgets: dict[str, tuple[Any, RetryBudget]] = field(default_factory=dict)
+    """``budgets`` entries: name -> (identity, budget), the budget shared by every retry
+    naming it (kept across reloads while its identity does not change)."""
     memory: MemoryStore | None = None
 
 
@@ -100,6 +109,8 @@ class _Builder:
     def run(self) -> Built:
         for name, backend in self.document.backends.items():
             self.store(name, backend)
+        for name, budget in self.document.budgets.items():
+            self.shared_budget(name, budget)
         for name, policy in self.document.policies.items():
             self.pipeline(name, policy)
         if self.errors:
@@ -178,6 +189,60 @@ class _Builder:
             return
         self.built.stores[name] = (backend, store)
 
+    # -- retry budgets -----------------------------------------------------------------------
+
+    def budget_identity(self, settings: RetryBudgetSettings) -> Any:
+        backend = self.built.stores.get(settings.backend) if settings.backend else None
+        return (settings, backend[0] if backend else None)
+
+    def shared_budget(self, name: str, settings: RetryBudgetSettings) -> None:
+        identity = self.budget_identity(settings)
+        old = self.previous.budgets.get(name)
+        if old is not None and old[0] == identity:
+            self.built.budgets[name] = old
+            return
+        path = ("budgets", name)
+        try:
+            budget = self.make_budget(settings, name)
+        except ConfigError as exc:
+            self.fail(path, exc)
+            return
+        if budget is not None:
+            self.built.budgets[name] = (identity, budget)
+
+    def make_budget(self, settings: RetryBudgetSettings, name: str) -> RetryBudget | None:
+        """A budget in memory, or in the Redis of its backend (``None``: the backend failed
+        to build, and said so)."""
+        options: dict[str, Any] = {
+            "min_per_second": settings.min_per_second,
+            "ttl": settings.ttl,
+            "buckets": settings.buckets,
+            "name": name,
+        }
+        if settings.backend is not None:
+            entry = self.built.stores.get(settings.backend)
+            if entry is None:
+                return None
+            from ..backends.redis._core import StoreCore
+
+            if isinstance(entry[1], StoreCore):
+                from ..backends.redis._budget import RedisRetryBudget
+
+                return RedisRetryBudget(
+                    store=entry[1],
+                    ratio=settings.ratio,
+                    on_backend_error=settings.on_backend_error or "local",
+                    listeners=self.options.listeners,
+                    **options,
+                )
+            if settings.on_backend_error is not None:
+                raise ConfigError(
+                    "on_backend_error",
+                    settings.on_backend_error,
+                    f"null, as backend {settings.backend!r} keeps budgets in this process",
+                )
+        return RetryBudget(settings.ratio, clock=self.options.clock, **options)
+
     def memory(self) -> MemoryStore:
         if self.built.memory is None:
             self.built.memory = MemoryStore(clock=self.options.clock)
@@ -220,6 +285,12 @@ class _Builder:
         if isinstance(settings, RateLimitSettings) and settings.backend is not None:
             backend = self.built.stores.get(settings.backend)
             return (step, settings, backend[0] if backend else None)
+        if isinstance(settings, RetrySettings) and settings.budget is not None:
+            budget = settings.budget
+            if isinstance(budget, str):
+                shared = self.built.budgets.get(budget)
+                return (step, settings, shared[0] if shared else None)
+            return (step, settings, self.budget_identity(budget))
         return (step, settings)
 
     def make(self, name: str, step: str, policy: PolicySettings) -> Policy | None:
@@ -246,6 +317,12 @@ class _Builder:
                 if policy.rate_limit.backend not in (None, *self.built.stores):
                     return None  # the backend failed to build, and said so
                 return self.limiter(policy.rate_limit, clock, common)
+            if step == "adaptive_concurrency":
+                assert policy.adaptive_concurrency is not None
+                return self.adaptive(policy.adaptive_concurrency, path, clock, common)
+            if step == "throttle":
+                assert policy.throttle is not None
+                return self.throttle(policy.throttle, path, clock, common)
             if step == "bulkhead":
                 bulkhead = policy.bulkhead
                 assert bulkhead is not None
@@ -261,25 +338,26 @@ class _Builder:
         except ConfigError as exc:
             self.fail(path, exc)
             return None
+        except _SkippedError:
+            return None
 
     def retry(
         self, settings: RetrySettings, path: Key, clock: Clock | None, common: dict[str, Any]
     ) -> Retry:
         backoff = settings.backoff
         budget = None
-        if settings.budget is not None:
-            b = settings.budget
+        if isinstance(settings.budget, str):
+            shared = self.built.budgets.get(settings.budget)
+            if shared is None:
+                raise _SkippedError  # the budget failed to build, and said so
+            budget = shared[1]
+        elif settings.budget is not None:
             try:
-                budget = RetryBudget(
-                    b.ratio,
-                    min_per_second=b.min_per_second,
-                    ttl=b.ttl,
-                    buckets=b.buckets,
-                    name=common["name"],
-                    clock=clock,
-                )
+                budget = self.make_budget(settings.budget, common["name"])
             except ConfigError as exc:
                 self.fail((*path, "budget"), exc)
+            if budget is None and settings.budget.backend is not None:
+                raise _SkippedError
         try:
             backoff_policy = Backoff(
                 initial=backoff.initial,
@@ -298,6 +376,51 @@ class _Builder:
             max_retry_after=settings.max_retry_after,
             retry_rejected=settings.retry_rejected,
             budget=budget,
+            clock=clock,
+            **common,
+        )
+
+    def adaptive(
+        self,
+        settings: AdaptiveConcurrencySettings,
+        path: Key,
+        clock: Clock | None,
+        common: dict[str, Any],
+    ) -> AdaptiveConcurrency:
+        options = {
+            name: getattr(settings, name)
+            for name in _ALGORITHM_OPTIONS[settings.algorithm]
+            if getattr(settings, name) is not None
+        }
+        if options.get("probe_interval") == 0:
+            options["probe_interval"] = None
+        kind: type[LimitAlgorithm] = {"gradient2": Gradient2, "aimd": AIMD, "vegas": Vegas}[
+            settings.algorithm
+        ]
+        algorithm = kind(**options)
+        return AdaptiveConcurrency(
+            algorithm,
+            min_limit=settings.min_limit,
+            max_limit=settings.max_limit,
+            initial_limit=settings.initial_limit,
+            smoothing=settings.smoothing,
+            max_queued=settings.max_queued,
+            max_wait=settings.max_wait,
+            drop_on=self.exceptions(settings.drop_on, (*path, "drop_on")),
+            clock=clock,
+            **common,
+        )
+
+    def throttle(
+        self, settings: ThrottleSettings, path: Key, clock: Clock | None, common: dict[str, Any]
+    ) -> Throttle:
+        return Throttle(
+            settings.k,
+            window=settings.window,
+            buckets=settings.buckets,
+            min_requests=settings.min_requests,
+            max_reject=settings.max_reject,
+            rejected_on=self.exceptions(settings.rejected_on, (*path, "rejected_on")),
             clock=clock,
             **common,
         )
@@ -410,6 +533,10 @@ class _Builder:
             resolve()
         except ConfigError as exc:
             self.errors.extend(exc.errors)
+
+
+class _SkippedError(Exception):
+    """A step that cannot be built because something it names failed (already reported)."""
 
 
 def _relative(exc: ConfigError, prefix: str) -> ConfigError:

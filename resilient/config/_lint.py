@@ -14,12 +14,12 @@ latency (timeouts, tries, backoff delays, queueing) and its load amplification
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeAlias
 
 from .._backoff import Backoff
-from ._schema import ConfigDocument, PolicySettings, RetrySettings
+from ._schema import ConfigDocument, PolicySettings, RetryBudgetSettings, RetrySettings
 from ._validate import Locator
 
 __all__ = ["Estimate", "LintWarning", "estimate", "lint"]
@@ -121,8 +121,11 @@ def _delays(retry: RetrySettings) -> tuple[float, float]:
     return plain, hinted
 
 
-def estimate(policy: PolicySettings) -> Estimate:
-    """Bound the latency and load amplification of one call through *policy*."""
+def estimate(
+    policy: PolicySettings, budgets: Mapping[str, RetryBudgetSettings] | None = None
+) -> Estimate:
+    """Bound the latency and load amplification of one call through *policy* (*budgets*:
+    the file's shared budgets, which a retry may name)."""
     latency = hinted = math.inf
     amplification = 1.0
     budgeted: float | None = None
@@ -146,13 +149,16 @@ def estimate(policy: PolicySettings) -> Estimate:
                 latency = min(latency, retry.deadline + one)
                 hinted = min(hinted, retry.deadline + one_hinted)
             amplification *= retry.attempts
-            if retry.budget is not None:
-                budgeted = 1 + retry.budget.ratio
-        elif step == "bulkhead":
-            bulkhead = policy.bulkhead
-            assert bulkhead is not None
-            if bulkhead.max_queued:
-                wait = math.inf if bulkhead.max_wait is None else bulkhead.max_wait
+            budget = retry.budget
+            if isinstance(budget, str):
+                budget = (budgets or {}).get(budget)
+            if budget is not None:
+                budgeted = 1 + budget.ratio
+        elif step in ("bulkhead", "adaptive_concurrency"):
+            slots = policy.bulkhead if step == "bulkhead" else policy.adaptive_concurrency
+            assert slots is not None
+            if slots.max_queued:
+                wait = math.inf if slots.max_wait is None else slots.max_wait
                 latency, hinted = latency + wait, hinted + wait
         elif step == "rate_limit":
             assert policy.rate_limit is not None
@@ -180,6 +186,17 @@ def lint(document: ConfigDocument, locator: Locator) -> list[LintWarning]:
     used_backends = {
         p.rate_limit.backend for p in document.policies.values() if p.rate_limit is not None
     }
+    used_backends.update(budget.backend for budget in document.budgets.values())
+    used_budgets = set()
+    for p in document.policies.values():
+        budget = p.retry.budget if p.retry is not None else None
+        if isinstance(budget, str):
+            used_budgets.add(budget)
+        elif budget is not None:
+            used_backends.add(budget.backend)
+    for budget_name in document.budgets:
+        if budget_name not in used_budgets:
+            warn("unused-budget", ("budgets", budget_name), "no retry names this budget")
     for backend in document.backends:
         if backend not in used_backends:
             warn("unused-backend", ("backends", backend), "no policy uses this backend")

@@ -22,6 +22,8 @@ from ..observability._emit import Listener
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from .._budget import RetryBudget
+    from ..dashboard._live import LiveStats
     from ._build import Built
     from ._lint import Estimate, LintWarning
     from ._schema import ConfigDocument, Routes
@@ -353,6 +355,14 @@ class Registry(Mapping[str, Pipeline]):
         return self._state.document.routes
 
     @property
+    def budgets(self) -> Mapping[str, RetryBudget]:
+        """The file's shared retry budgets (``budgets:``) by name: the very objects the
+        retries naming them use, for code that builds its own ``Retry``."""
+        import types
+
+        return types.MappingProxyType({k: v[1] for k, v in self._state.built.budgets.items()})
+
+    @property
     def warnings(self) -> tuple[LintWarning, ...]:
         """The :class:`LintWarning`\\ s of the current document."""
         return self._state.warnings
@@ -372,7 +382,8 @@ class Registry(Mapping[str, Pipeline]):
         found: Estimate | None = state.estimates.get(name)
         if found is None:
             self.require(name)
-            found = state.estimates[name] = estimate(state.document.policies[name])
+            document = state.document
+            found = state.estimates[name] = estimate(document.policies[name], document.budgets)
         return found
 
     def live(self, name: str) -> LivePolicy:
@@ -396,6 +407,14 @@ class Registry(Mapping[str, Pipeline]):
         from ._render import describe
 
         return describe(self, name)
+
+    def snapshot(self, *, top_keys: int = 5, live: LiveStats | None = None) -> dict[str, Any]:
+        """Every policy's live state and statistics (breaker states, limiter counts and
+        their busiest keys, bulkhead occupancy...) as versioned, JSON-ready data: see
+        :func:`resilient.dashboard.snapshot` (what ``resilient top`` shows)."""
+        from ..dashboard._snapshot import snapshot
+
+        return snapshot(self, top_keys=top_keys, live=live)
 
     def __repr__(self) -> str:
         where = f" from {self.source!r}" if self.source else ""

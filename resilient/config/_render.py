@@ -15,13 +15,16 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ._schema import (
+    AdaptiveConcurrencySettings,
     BackendSettings,
     CircuitBreakerSettings,
     ConfigDocument,
     FallbackSettings,
     PolicySettings,
     RateLimitSettings,
+    RetryBudgetSettings,
     RetrySettings,
+    ThrottleSettings,
 )
 
 if TYPE_CHECKING:
@@ -96,12 +99,33 @@ def _retry(r: RetrySettings) -> str:
     text += f"; Retry-After up to {seconds(r.max_retry_after)}"
     if r.retry_rejected:
         text += "; retries rejections"
-    if r.budget is not None:
-        text += (
-            f"; budget {r.budget.ratio:.0%} of calls + {r.budget.min_per_second:g}/s "
-            f"over {seconds(r.budget.ttl)}"
-        )
+    if isinstance(r.budget, str):
+        text += f"; shared budget {r.budget}"
+    elif r.budget is not None:
+        text += f"; budget {_budget(r.budget)}"
     return text
+
+
+def _budget(b: RetryBudgetSettings) -> str:
+    text = f"{b.ratio:.0%} of calls + {b.min_per_second:g}/s over {seconds(b.ttl)}"
+    if b.backend is not None:
+        text += f"; backend {b.backend}"
+    return text
+
+
+def _adaptive(a: AdaptiveConcurrencySettings) -> str:
+    text = f"{a.algorithm} limit {a.initial_limit} in [{a.min_limit}, {a.max_limit}]"
+    if a.max_queued:
+        wait = "no limit" if a.max_wait is None else seconds(a.max_wait)
+        text += f", {a.max_queued} queued (wait {wait})"
+    return f"{text}; drops on {_names(a.drop_on)}"
+
+
+def _throttle(t: ThrottleSettings) -> str:
+    text = f"k={t.k:g} over {seconds(t.window)}"
+    if t.max_reject < 1:
+        text += f", sheds at most {t.max_reject:.0%}"
+    return f"{text}; refusals: {_names(t.rejected_on)}"
 
 
 def _breaker(c: CircuitBreakerSettings) -> str:
@@ -168,6 +192,12 @@ def _step(policy: PolicySettings, step: str, document: ConfigDocument) -> str:
     if step == "rate_limit":
         assert policy.rate_limit is not None
         return _limiter(policy.rate_limit, document.backends)
+    if step == "adaptive_concurrency":
+        assert policy.adaptive_concurrency is not None
+        return _adaptive(policy.adaptive_concurrency)
+    if step == "throttle":
+        assert policy.throttle is not None
+        return _throttle(policy.throttle)
     if step == "bulkhead":
         b = policy.bulkhead
         assert b is not None
@@ -197,6 +227,11 @@ def describe(registry: Registry, name: str | None = None) -> str:
             ]
             suffix = f" ({', '.join(extra)})" if extra else ""
             lines.append(f"  {backend_name}: {redact_url(backend.url)}{suffix}")
+        lines.append("")
+    if name is None and document.budgets:
+        lines.append("budgets:")
+        for budget_name, budget in document.budgets.items():
+            lines.append(f"  {budget_name}: {_budget(budget)}")
         lines.append("")
     for policy_name in names:
         policy = document.policies[policy_name]
@@ -362,10 +397,12 @@ _REFERENCE_ORDER = (
     ("FallbackSettings", "`fallback`"),
     ("RateLimitSettings", "`rate_limit`"),
     ("BulkheadSettings", "`bulkhead`"),
+    ("AdaptiveConcurrencySettings", "`adaptive_concurrency`"),
     ("TimeoutSettings", "`timeout`"),
     ("RetrySettings", "`retry`"),
     ("BackoffSettings", "`retry.backoff`"),
-    ("RetryBudgetSettings", "`retry.budget`"),
+    ("RetryBudgetSettings", "`retry.budget` (and `budgets.<name>`)"),
+    ("ThrottleSettings", "`throttle`"),
     ("CircuitBreakerSettings", "`circuit_breaker`"),
     ("WindowSettings", "`circuit_breaker.window`"),
     ("Routes", "`routes`"),
@@ -414,7 +451,7 @@ def _default(prop: dict[str, Any]) -> str:
 
 _LABELS = {
     "BackoffSettings": "[backoff](#retrybackoff)",
-    "RetryBudgetSettings": "[budget](#retrybudget)",
+    "RetryBudgetSettings": "[budget](#retrybudget-and-budgetsname)",
     "WindowSettings": "[window](#circuit_breakerwindow)",
     "BackendSettings": "[backend](#backendsname)",
     "PolicySettings": "[policy](#policiesname-and-basesname)",
@@ -426,6 +463,8 @@ _LABELS = {
     "FallbackSettings": "[fallback](#fallback)",
     "RateLimitSettings": "[rate_limit](#rate_limit)",
     "BulkheadSettings": "[bulkhead](#bulkhead)",
+    "AdaptiveConcurrencySettings": "[adaptive_concurrency](#adaptive_concurrency)",
+    "ThrottleSettings": "[throttle](#throttle)",
     "TimeoutSettings": "[timeout](#timeout)",
     "RetrySettings": "[retry](#retry)",
     "CircuitBreakerSettings": "[circuit_breaker](#circuit_breaker)",

@@ -26,6 +26,7 @@ from .._errors import ConfigError
 __all__ = [
     "DEFAULT_ORDER",
     "SECTIONS",
+    "AdaptiveConcurrencySettings",
     "AsgiRoute",
     "BackendSettings",
     "BackoffSettings",
@@ -40,6 +41,7 @@ __all__ = [
     "RetryBudgetSettings",
     "RetrySettings",
     "Routes",
+    "ThrottleSettings",
     "TimeoutSettings",
     "WindowSettings",
 ]
@@ -47,15 +49,25 @@ __all__ = [
 _STRICT: dict[str, Any] = {"extra": "forbid", "use_attribute_docstrings": True}
 
 SectionName: TypeAlias = Literal[
-    "fallback", "rate_limit", "bulkhead", "timeout", "retry", "circuit_breaker", "attempt_timeout"
+    "fallback",
+    "rate_limit",
+    "bulkhead",
+    "adaptive_concurrency",
+    "timeout",
+    "retry",
+    "throttle",
+    "circuit_breaker",
+    "attempt_timeout",
 ]
 
 DEFAULT_ORDER: tuple[SectionName, ...] = (
     "fallback",
     "rate_limit",
     "bulkhead",
+    "adaptive_concurrency",
     "timeout",
     "retry",
+    "throttle",
     "circuit_breaker",
     "attempt_timeout",
 )
@@ -63,10 +75,22 @@ DEFAULT_ORDER: tuple[SectionName, ...] = (
 
 ``timeout`` is the total timeout (``timeout.total``) and ``attempt_timeout`` the
 per-attempt one (``timeout.attempt``): the retry sits between them, and the
-breaker inside the retry sees every attempt.
+breaker inside the retry sees every attempt. The adaptive concurrency limit sits
+where a bulkhead does, around the total timeout (a timed-out call is an overload
+signal to it); the throttle inside the retry judges every attempt, and outside
+the breaker, whose open state it counts as refusals.
 """
 
-SECTIONS = ("fallback", "rate_limit", "bulkhead", "timeout", "retry", "circuit_breaker")
+SECTIONS = (
+    "fallback",
+    "rate_limit",
+    "bulkhead",
+    "adaptive_concurrency",
+    "timeout",
+    "retry",
+    "throttle",
+    "circuit_breaker",
+)
 """The keys of a policy that each become one or two policies of its pipeline."""
 
 # -- scalar markers --------------------------------------------------------------------------
@@ -404,7 +428,8 @@ class BackoffSettings:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryBudgetSettings:
     """Cap retries at a share of recent calls (plus a minimum rate), so a fleet of clients
-    cannot multiply an outage. Each policy's retry has its own budget."""
+    cannot multiply an outage. Written in a retry, it is that policy's own budget; an entry
+    of ``budgets`` is shared by every retry that names it."""
 
     __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
 
@@ -418,6 +443,60 @@ class RetryBudgetSettings:
     """How long a call counts as recent."""
     buckets: Annotated[int, _number(int, ge=1, le=1000, expected="an integer in [1, 1000]")] = 10
     """Time slices the window is kept in."""
+    backend: str | None = None
+    """Where the counts live: the name of an entry of ``backends`` (a Redis backend shares
+    the budget across every process using it); ``null``: this process's memory."""
+    on_backend_error: OnBackendError | None = None
+    """What a retry decision does when the backend fails: ``local`` (this process's own
+    budget decides), ``allow``, ``deny`` or ``raise``; ``null``: ``local``."""
+
+    def __post_init__(self) -> None:
+        if self.on_backend_error is not None and self.backend is None:
+            raise ConfigError(
+                "on_backend_error",
+                self.on_backend_error,
+                "null without a backend (it says what to do when the backend fails)",
+            )
+
+
+_BUDGET_NAME = "the name of an entry of budgets"
+
+
+def _budget_name(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError("", value, _BUDGET_NAME)
+    return value.strip()
+
+
+class _SettingsOrName:
+    """``Annotated`` metadata for ``Settings | str | None``: a string is a name (checked by
+    *name*), anything else is validated as *settings* (so errors point inside it, with no
+    union branches in their paths)."""
+
+    __slots__ = ("name", "settings")
+
+    def __init__(self, settings: type, name: Callable[[Any], str]) -> None:
+        self.settings = settings
+        self.name = name
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
+        from pydantic_core import core_schema
+
+        name = self.name
+
+        def dispatch(value: Any, validate: Any) -> Any:
+            if value is None:
+                return None
+            if isinstance(value, str):
+                return name(value)
+            return validate(value)
+
+        inner = handler.generate_schema(self.settings)
+        return core_schema.no_info_wrap_validator_function(dispatch, inner)
+
+    def __get_pydantic_json_schema__(self, schema: Any, handler: Any) -> dict[str, Any]:
+        settings = handler(schema["schema"])
+        return {"anyOf": [settings, {"type": "string", "x-type": "budget name"}, {"type": "null"}]}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -439,8 +518,11 @@ class RetrySettings:
     """The cap on a server's ``Retry-After`` hint."""
     retry_rejected: bool = False
     """Also retry the library's own rejections (open breaker, full bulkhead, rate limit)."""
-    budget: RetryBudgetSettings | None = None
-    """A retry budget shared by the calls of this policy; ``null``: none."""
+    budget: Annotated[
+        RetryBudgetSettings | str | None, _SettingsOrName(RetryBudgetSettings, _budget_name)
+    ] = None
+    """A retry budget: the name of an entry of ``budgets`` (shared with every retry naming
+    it), or settings of this policy's own; ``null``: none."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -609,6 +691,113 @@ class BulkheadSettings:
     ``null``: no limit."""
 
 
+_Tolerance = Annotated[float, _number(float, ge=1, le=100, expected="a number in [1, 100]")]
+_NonNegative = Annotated[float, _number(float, ge=0, expected="a number >= 0")]
+_Positive = Annotated[float, _number(float, gt=0, expected="a number > 0")]
+_Ratio = Annotated[float, _number(float, gt=0, le=1, expected="a fraction in (0, 1], e.g. 0.9")]
+_ALGORITHM_OPTIONS: dict[str, tuple[str, ...]] = {
+    "gradient2": ("tolerance", "long_window", "queue_size", "window", "probe_interval"),
+    "aimd": ("latency_threshold", "backoff_ratio", "increase"),
+    "vegas": ("alpha", "beta", "window"),
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdaptiveConcurrencySettings:
+    """Cap the calls in flight at a limit that follows the measured latency (Gradient2, AIMD or
+    Vegas). A bare algorithm name (``adaptive_concurrency: aimd``) is ``algorithm``. The
+    algorithm's own settings are optional (``null``: its default) and only valid for it."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
+
+    algorithm: Literal["gradient2", "aimd", "vegas"] = "gradient2"
+    """``gradient2`` (long- vs short-term latency), ``aimd`` (additive increase,
+    multiplicative decrease on drops and slow calls) or ``vegas`` (estimated queue)."""
+    min_limit: Count = 1
+    """The limit never goes below this."""
+    max_limit: Count = 200
+    """The limit never goes above this."""
+    initial_limit: Count = 20
+    """The limit before the first measurement."""
+    smoothing: Fraction | None = None
+    """How far each update moves the limit towards its target; ``null``: the algorithm's
+    (gradient2 0.2, vegas 1); not for aimd."""
+    max_queued: Size = 0
+    """Calls allowed to wait for a slot (0: reject at once when full)."""
+    max_wait: Duration | None = 0.0
+    """How long a queued call waits at most (required, > 0, with a queue); ``null``: no
+    limit."""
+    drop_on: Exceptions = ("TimeoutError", "resilient.RejectedError")
+    """Exception classes that are overload signals (the limit shrinks); other exceptions are
+    ordinary latency samples."""
+    tolerance: _Tolerance | None = None
+    """gradient2: how much slower than the long-term latency calls may get before the limit
+    shrinks (default 1.5)."""
+    long_window: Count | None = None
+    """gradient2: calls in the long-term latency average (default 600)."""
+    queue_size: _NonNegative | None = None
+    """gradient2: slots added at each update, the headroom to grow (default 4)."""
+    window: Count | None = None
+    """gradient2, vegas: calls per update, whose mean latency is one measurement (default
+    10)."""
+    probe_interval: Duration | None = None
+    """gradient2: time between two measurements of the no-load latency at 3 calls in flight
+    (default 60s; 0: never)."""
+    latency_threshold: PositiveDuration | None = None
+    """aimd: a call slower than this counts as a drop (default 5s)."""
+    backoff_ratio: _Ratio | None = None
+    """aimd: the multiplicative decrease, below 1 (default 0.9)."""
+    increase: _Positive | None = None
+    """aimd: slots added per round of calls (default 1)."""
+    alpha: _Positive | None = None
+    """vegas: the estimated queue (in steps of log10(limit)) below which the limit grows
+    (default 3)."""
+    beta: _Positive | None = None
+    """vegas: the estimated queue above which the limit shrinks (default 6)."""
+
+    def __post_init__(self) -> None:
+        allowed = _ALGORITHM_OPTIONS[self.algorithm]
+        for options in _ALGORITHM_OPTIONS.values():
+            for name in options:
+                if name not in allowed and getattr(self, name) is not None:
+                    raise ConfigError(name, getattr(self, name), f"no {name} for {self.algorithm}")
+        if self.smoothing is not None and self.algorithm == "aimd":
+            raise ConfigError("smoothing", self.smoothing, "null for aimd")
+        if self.backoff_ratio == 1:
+            raise ConfigError("backoff_ratio", 1, "a fraction below 1, e.g. 0.9")
+        if self.min_limit > self.max_limit:
+            raise ConfigError("max_limit", self.max_limit, f"at least min_limit ({self.min_limit})")
+        if not self.min_limit <= self.initial_limit <= self.max_limit:
+            raise ConfigError(
+                "initial_limit",
+                self.initial_limit,
+                f"between min_limit ({self.min_limit}) and max_limit ({self.max_limit})",
+            )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ThrottleSettings:
+    """Shed a share of calls locally while the dependency refuses them (client-side adaptive
+    throttling): ``p = max(0, (requests - k * accepts) / (requests + 1))`` over ``window``.
+    A bare number is ``k``."""
+
+    __pydantic_config__: ClassVar[dict[str, Any]] = _STRICT
+
+    k: Annotated[float, _number(float, ge=1, le=1000, expected="a number >= 1")] = 2.0
+    """Requests allowed per accepted request before shedding starts (lower sheds sooner)."""
+    window: PositiveDuration = 120.0
+    """How long outcomes count."""
+    buckets: Annotated[int, _number(int, ge=1, le=10_000, expected="an integer in [1, 10000]")] = 24
+    """Time slices the window is kept in."""
+    min_requests: Size = 0
+    """No call is shed while the window holds fewer requests."""
+    max_reject: Fraction = 1.0
+    """The cap on the probability of shedding (0.9 keeps one call in ten probing)."""
+    rejected_on: Exceptions = ("resilient.RejectedError", "TimeoutError")
+    """Exception classes that mean the dependency did not accept the call; any other
+    outcome is an accept."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FallbackSettings:
     """Answer with a substitute when the call fails (or is rejected)."""
@@ -650,8 +839,10 @@ SHORTHANDS: dict[str, str | None] = {
     "fallback": "value",
     "rate_limit": "rate",
     "bulkhead": "max_concurrent",
+    "adaptive_concurrency": "algorithm",
     "timeout": "total",
     "retry": "attempts",
+    "throttle": "k",
     "circuit_breaker": None,
 }
 
@@ -667,8 +858,8 @@ class PolicySettings:
     extends: Names | None = None
     """A base or another policy (or a list of them, merged left to right) to start from."""
     order: tuple[SectionName, ...] | None = None
-    """The pipeline, outermost first; ``null``: fallback, rate_limit, bulkhead, timeout,
-    retry, circuit_breaker, attempt_timeout."""
+    """The pipeline, outermost first; ``null``: fallback, rate_limit, bulkhead,
+    adaptive_concurrency, timeout, retry, throttle, circuit_breaker, attempt_timeout."""
     fallback: Annotated[
         FallbackSettings | None,
         _Shorthand("value", {"type": ["string", "number", "integer"]}),
@@ -683,6 +874,11 @@ class PolicySettings:
         BulkheadSettings | None, _Shorthand("max_concurrent", {"type": "integer", "minimum": 1})
     ] = None
     """Limit the calls in flight."""
+    adaptive_concurrency: Annotated[
+        AdaptiveConcurrencySettings | None,
+        _Shorthand("algorithm", {"type": "string", "enum": ["gradient2", "aimd", "vegas"]}),
+    ] = None
+    """Limit the calls in flight to what the measured latency allows."""
     timeout: Annotated[
         TimeoutSettings | None,
         _Shorthand(
@@ -700,6 +896,10 @@ class PolicySettings:
         RetrySettings | None, _Shorthand("attempts", {"type": "integer", "minimum": 1})
     ] = None
     """Retry transient failures."""
+    throttle: Annotated[
+        ThrottleSettings | None, _Shorthand("k", {"type": "number", "minimum": 1})
+    ] = None
+    """Shed calls locally while the dependency refuses them."""
     circuit_breaker: Annotated[CircuitBreakerSettings | None, _Shorthand(None)] = None
     """Stop calling a failing dependency."""
 
@@ -917,7 +1117,10 @@ class ConfigDocument:
     version: Literal[1] = 1
     """The file format's version."""
     backends: dict[str, BackendSettings] = field(default_factory=dict)
-    """Named state stores, referred to by ``backend:`` in limiters."""
+    """Named state stores, referred to by ``backend:`` in limiters and budgets."""
+    budgets: dict[str, RetryBudgetSettings] = field(default_factory=dict)
+    """Named retry budgets, shared by every retry that names one (``budget: <name>``),
+    whichever policy or adapter it serves."""
     defaults: Annotated[dict[str, Any], _JsonAs(PARTIAL_POLICY)] = field(default_factory=dict)
     """Default settings for each section kind, applied to the sections a policy has (a
     policy without a ``retry`` gets no retry from here)."""

@@ -37,7 +37,7 @@ from ._schema import (
 __all__ = ["Locator", "validate"]
 
 Key: TypeAlias = tuple[str, ...]
-_TOP_LEVEL = "backends, defaults, bases, policies, routes"
+_TOP_LEVEL = "backends, budgets, defaults, bases, policies, routes"
 _ATOMIC = {("circuit_breaker", "window")}  # replaced whole by an override, never merged
 
 
@@ -384,12 +384,28 @@ class _Validation:
         backends = data.get("backends")
         backend_names = [str(k) for k in backends] if isinstance(backends, dict) else []
         policy_names = [str(k) for k in policies] if isinstance(policies, dict) else []
+        budgets = data.get("budgets")
+        budget_names = [str(k) for k in budgets] if isinstance(budgets, dict) else []
+        for name, budget in budgets.items() if isinstance(budgets, dict) else ():
+            backend = budget.get("backend") if isinstance(budget, dict) else None
+            if isinstance(backend, str) and backend not in backend_names:
+                at: Key = ("budgets", str(name), "backend")
+                self.mismatch(at, backend, _one_of("a backend name", backend_names, backend))
         for name, policy in policies.items() if isinstance(policies, dict) else ():
             limit = policy.get("rate_limit") if isinstance(policy, dict) else None
             backend = limit.get("backend") if isinstance(limit, dict) else None
             if isinstance(backend, str) and backend not in backend_names:
                 path = self.where(("policies", str(name), "rate_limit", "backend"), True, "")
                 self.mismatch(path, backend, _one_of("a backend name", backend_names, backend))
+            retry = policy.get("retry") if isinstance(policy, dict) else None
+            budget = retry.get("budget") if isinstance(retry, dict) else None
+            if isinstance(budget, str) and budget.strip() not in budget_names:
+                at = self.where(("policies", str(name), "retry", "budget"), True, "")
+                self.mismatch(at, budget, _one_of("a budget name", budget_names, budget))
+            backend = budget.get("backend") if isinstance(budget, dict) else None
+            if isinstance(backend, str) and backend not in backend_names:
+                at = self.where(("policies", str(name), "retry", "budget", "backend"), True, "")
+                self.mismatch(at, backend, _one_of("a backend name", backend_names, backend))
         routes = data.get("routes")
         for adapter in ("httpx", "asgi", "grpc"):
             table = routes.get(adapter) if isinstance(routes, dict) else None
@@ -471,8 +487,9 @@ def _unwrap(tp: Any) -> tuple[Any, list[Any]]:
             continue
         if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
             args = [a for a in typing.get_args(tp) if a is not type(None)]
-            if len(args) == 1:
-                tp = args[0]
+            settings = [a for a in args if is_dataclass(a)]
+            if len(args) == 1 or len(settings) == 1:  # settings, or their name
+                tp = settings[0] if settings else args[0]
                 continue
         return tp, metadata
 
