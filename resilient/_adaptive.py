@@ -21,7 +21,7 @@ Three algorithms, after Netflix's concurrency-limits:
   ``latency_threshold``, multiplicative decrease (``backoff_ratio``) on a drop
   or a slow call, at most once per round of calls (like TCP).
 * :class:`Vegas`: estimates the queue at the dependency from the no-load
-  latency (the minimum seen, re-probed now and then) and keeps it between
+  latency (measured at low concurrency now and then) and keeps it between
   ``alpha`` and ``beta`` (multiples of ``log10(limit)``).
 
 Outcomes: a call that returns, or raises an exception outside ``drop_on``, is
@@ -449,18 +449,23 @@ class _AIMDState(_Estimator):
 class Vegas(LimitAlgorithm):
     """Keep the estimated queue at the dependency small (TCP Vegas).
 
-    The no-load latency is the smallest seen; every ``probe_multiplier * limit``
-    samples (with jitter) it is reset to the current latency, so it follows a
-    dependency that became slower for good. Per sample the queue is estimated as
-    ``limit * (1 - no_load / latency)``; with ``step = max(1, log10(limit))`` the
-    limit grows by ``beta * step`` when the queue is at most ``step``, by ``step``
-    when it is under ``alpha * step``, and shrinks by ``step`` above ``beta * step``
-    or on a drop; each change moves the limit ``smoothing`` of the way.
+    The no-load latency is measured by probes, as Gradient2 does (the limit drops
+    to 3 calls until ``probe_samples`` calls ran at that concurrency): one at the
+    start, then one every ``probe_multiplier * limit`` windows (with jitter), so
+    it follows a dependency that became slower for good; a window at 3 calls in
+    flight or fewer that is faster lowers it in between. Per window of ``window``
+    calls, the queue is estimated as ``limit * (1 - no_load / latency)``; with
+    ``step = max(1, log10(limit))`` the limit grows by ``beta * step`` when the
+    queue is at most ``step``, by ``step`` when it is under ``alpha * step``, and
+    shrinks by ``step`` above ``beta * step`` or on a drop; each change moves the
+    limit ``smoothing`` of the way.
 
     Args:
         alpha: the queue (in steps) below which the limit grows.
         beta: the queue (in steps) above which it shrinks.
-        probe_multiplier: how many rounds between no-load probes.
+        probe_multiplier: rounds of the limit between two probes.
+        window: calls per update (their mean latency is one measurement).
+        probe_samples: calls measured by a probe.
         rng: the jitter of the probes (floats in ``[0, 1)``).
     """
 
@@ -515,7 +520,7 @@ class _VegasState(_Probing):
         self.smoothing = smoothing
         self.no_load = 0.0
         self.updates = 0
-        self.next_probe = self._jitter()
+        self.next_probe = 0.0  # probe at once, then every probe_multiplier rounds
 
     def _jitter(self) -> float:
         return (0.5 + 0.5 * self.rng()) * self.multiplier
@@ -530,9 +535,11 @@ class _VegasState(_Probing):
 
     def update(self, sample: Sample, now: float) -> None:
         rtt = max(sample.rtt, _MIN_RTT)
-        if self.no_load == 0.0 or rtt < self.no_load:
-            self.no_load = rtt
+        if self.no_load == 0.0:
+            self.no_load = rtt  # a first guess, until the first probe
             return
+        if rtt < self.no_load and sample.in_flight <= _PROBE_CONCURRENCY:
+            self.no_load = rtt  # only a call at low concurrency is a no-load measurement
         self.updates += 1
         limit = self.limit
         step = max(1.0, math.log10(limit))

@@ -5,6 +5,7 @@ slots, queue, rejections, cancellation, events and stats, through call and acall
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 
 import pytest
@@ -227,15 +228,40 @@ def test_gradient2_probes_at_low_concurrency_and_caps_the_long_term_latency() ->
 
 def test_vegas_grows_with_no_queue_and_shrinks_with_a_long_one() -> None:
     state = _state(Vegas(window=1, rng=lambda: 0.5), initial=100, high=1000)
-    state.feed(Sample(start=0.0, rtt=0.010, in_flight=100, dropped=False), now=0.0)  # no-load
-    state.feed(Sample(start=1.0, rtt=0.010, in_flight=100, dropped=False), now=1.0)
+    # update() is the rule itself (feed() adds the windows and the probes).
+    state.update(Sample(start=0.0, rtt=0.010, in_flight=100, dropped=False), now=0.0)
+    assert state.baseline() == 0.010  # a first guess of the no-load latency
+    state.update(Sample(start=1.0, rtt=0.010, in_flight=100, dropped=False), now=1.0)
     assert state.limit == 100 + 6 * 2  # no queue: + beta * log10(limit)
     limit = state.limit
-    state.feed(Sample(start=2.0, rtt=0.020, in_flight=112, dropped=False), now=2.0)
-    assert state.limit == limit - 2.0492180226701815  # queue of half the limit: - log10(limit)
+    state.update(Sample(start=2.0, rtt=0.020, in_flight=112, dropped=False), now=2.0)
+    assert state.limit == limit - math.log10(limit)  # a queue of half the limit
     limit = state.limit
-    state.feed(Sample(start=3.0, rtt=0.010, in_flight=10, dropped=False), now=3.0)
+    state.update(Sample(start=3.0, rtt=0.010, in_flight=10, dropped=False), now=3.0)
     assert state.limit == limit  # app-limited
+    state.update(Sample(start=4.0, rtt=0.005, in_flight=50, dropped=False), now=4.0)
+    assert state.baseline() == 0.010  # a fast call at high concurrency is not "no load"
+    state.update(Sample(start=5.0, rtt=0.005, in_flight=2, dropped=False), now=5.0)
+    assert state.baseline() == 0.005
+
+
+def test_vegas_probes_the_no_load_latency_at_low_concurrency() -> None:
+    clock = FakeClock()
+    limiter = AdaptiveConcurrency(
+        Vegas(window=1, probe_samples=3, probe_multiplier=1, rng=lambda: 0.0),
+        initial_limit=40,
+        clock=clock,
+    )
+    permit = limiter.try_acquire()
+    clock.advance(0.5)
+    permit.success()  # type: ignore[union-attr]
+    assert limiter.limit == 3  # the first sample starts a probe at 3 in flight
+    permits = [limiter.try_acquire() for _ in range(3)]
+    clock.advance(0.04)
+    for p in permits:
+        p.success()  # type: ignore[union-attr]
+    assert limiter.stats().baseline == pytest.approx(0.04)
+    assert limiter.limit == 40
 
 
 # -- the policy ----------------------------------------------------------------------------
