@@ -14,10 +14,13 @@ from ..._pipeline import Policy
 from ._core import (
     DEFAULT_FAILURE_CODES,
     DEFAULT_RETRY_CODES,
+    NOTHING,
     CallState,
     Cancelled,
+    ClientChain,
     ClientCore,
     Routes,
+    Started,
     StatusError,
     copy_notes,
     default_policy,
@@ -26,7 +29,6 @@ from ._core import (
 
 __all__ = ["AsyncClientInterceptor"]
 
-_NOTHING: Any = object()
 _FIRST: Any = object()  # a one-shot stream delivered its first message
 _ENDED: Any = object()  # ... or ended (or was dropped) before any
 
@@ -55,7 +57,7 @@ def _forget(task: asyncio.Task[Any]) -> None:
 
 
 async def _resume(first: Any, responses: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    if first is not _NOTHING:
+    if first is not NOTHING:
         yield first
     async for message in responses:
         yield message
@@ -207,31 +209,35 @@ class AsyncClientInterceptor(Sequence[Any]):
     # -- calls whose request can be sent again: every attempt runs in the interceptor
 
     async def _unary(
-        self, chain: Policy, annotated: bool, continuation: Any, call: CallState, request: Any
+        self, chain: ClientChain, continuation: Any, call: CallState, request: Any
     ) -> Any:
         async def attempt() -> Any:
             rpc = await continuation(call.next_details(), request)
+            call.outcome = rpc
             try:
                 await rpc
             except grpc.aio.AioRpcError as error:
                 verdict = self._verdict(error, call)
                 if verdict is not None:
                     raise verdict from None
+            except asyncio.CancelledError:
+                call.failing()
+                raise
             return rpc  # done: awaiting it again gives the response (or the answer's error)
 
-        tokens = call.enter(annotated)
+        call.enter()
         try:
-            return await chain.acall(attempt)
+            return await chain.arun(attempt)
         except StatusError as exc:
             copy_notes(exc, exc.error)
             raise exc.error from None
         except Cancelled as signal:
             raise signal.outcome from None
         finally:
-            call.leave(tokens)
+            call.leave()
 
     async def _stream(
-        self, chain: Policy, annotated: bool, continuation: Any, call: CallState, request: Any
+        self, chain: ClientChain, continuation: Any, call: CallState, request: Any
     ) -> Any:
         async def attempt() -> Any:
             rpc = await continuation(call.next_details(), request)
@@ -239,37 +245,38 @@ class AsyncClientInterceptor(Sequence[Any]):
             try:
                 first = await responses.__anext__()
             except StopAsyncIteration:
-                return (responses, _NOTHING, None)
+                return Started(responses, NOTHING)
             except grpc.aio.AioRpcError as error:
                 verdict = self._verdict(error, call)
                 if verdict is not None:
                     raise verdict from None
-                return (responses, _NOTHING, error)  # an answer (NOT_FOUND...)
-            return (responses, first, None)
+                return Started(responses, NOTHING, error)  # an answer (NOT_FOUND...)
+            except asyncio.CancelledError:
+                call.failing()
+                raise
+            return Started(responses, first)
 
-        tokens = call.enter(annotated)
+        call.enter()
         try:
-            result = await chain.acall(attempt)
+            result = await chain.arun(attempt)
         except StatusError as exc:
             copy_notes(exc, exc.error)
             raise exc.error from None
         except Cancelled as signal:
             raise signal.outcome from None
         finally:
-            call.leave(tokens)
-        if not (isinstance(result, tuple) and len(result) == 3):
+            call.leave()
+        if not isinstance(result, Started):  # a policy answered instead (a Fallback)
             return _messages(result)
-        responses, first, error = result
-        if error is not None:
-            raise error
-        return _resume(first, responses)
+        if result.error is not None:
+            raise result.error
+        return _resume(result.first, result.call)
 
     # -- one-shot request streams: hand the call over at once, judge it in the background
 
     async def _one_shot(
         self,
-        chain: Policy,
-        annotated: bool,
+        chain: ClientChain,
         continuation: Any,
         call: CallState,
         requests: Any,
@@ -316,11 +323,11 @@ class AsyncClientInterceptor(Sequence[Any]):
                 return rpc
             return await judge_status(rpc)
 
-        tokens = call.enter(annotated)
-        try:  # the task copies this context: the call's deadline and method
-            task = asyncio.ensure_future(chain.acall(attempt))
+        call.enter()
+        try:  # the task copies this context: the call's deadline
+            task = asyncio.ensure_future(chain.arun(attempt))
         finally:
-            call.leave(tokens)
+            call.leave()
         _BACKGROUND.add(task)
         task.add_done_callback(_forget)
         try:
@@ -336,56 +343,54 @@ class AsyncClientInterceptor(Sequence[Any]):
 
     # -- the four arities
 
+    def _call(self, chain: ClientChain, details: Any, requests: Any = None) -> CallState:
+        again = True if requests is None else replayable(requests)
+        return CallState(details, self._core.clock, _with_timeout, chain.annotated, again)
+
     async def intercept_unary_unary(
         self, continuation: Any, client_call_details: Any, request: Any
     ) -> Any:
         """Run a unary-unary call under the method's policies."""
-        chain, annotated = self._core.chain(client_call_details.method)
+        chain = self._core.chain(client_call_details.method)
         if chain is None:
             return await continuation(client_call_details, request)
-        call = CallState(client_call_details, self._core.clock, _with_timeout)
-        return await self._unary(chain, annotated, continuation, call, request)
+        call = self._call(chain, client_call_details)
+        return await self._unary(chain, continuation, call, request)
 
     async def intercept_unary_stream(
         self, continuation: Any, client_call_details: Any, request: Any
     ) -> Any:
         """Run a unary-stream call; retried only before its first response message."""
-        chain, annotated = self._core.chain(client_call_details.method)
+        chain = self._core.chain(client_call_details.method)
         if chain is None:
             return await continuation(client_call_details, request)
-        call = CallState(client_call_details, self._core.clock, _with_timeout)
-        return await self._stream(chain, annotated, continuation, call, request)
+        call = self._call(chain, client_call_details)
+        return await self._stream(chain, continuation, call, request)
 
     async def intercept_stream_unary(
         self, continuation: Any, client_call_details: Any, request_iterator: Any
     ) -> Any:
         """Run a stream-unary call; retried only if the requests can be replayed."""
-        chain, annotated = self._core.chain(client_call_details.method)
+        chain = self._core.chain(client_call_details.method)
         if chain is None:
             return await continuation(client_call_details, request_iterator)
-        again = replayable(request_iterator)
-        call = CallState(client_call_details, self._core.clock, _with_timeout, again)
-        if again:
-            return await self._unary(chain, annotated, continuation, call, request_iterator)
-        return await self._one_shot(
-            chain, annotated, continuation, call, request_iterator, streaming=False
-        )
+        call = self._call(chain, client_call_details, request_iterator)
+        if call.replayable:
+            return await self._unary(chain, continuation, call, request_iterator)
+        return await self._one_shot(chain, continuation, call, request_iterator, False)
 
     async def intercept_stream_stream(
         self, continuation: Any, client_call_details: Any, request_iterator: Any
     ) -> Any:
         """Run a stream-stream call; retried only before its first response message,
         and only if the requests can be replayed."""
-        chain, annotated = self._core.chain(client_call_details.method)
+        chain = self._core.chain(client_call_details.method)
         if chain is None:
             return await continuation(client_call_details, request_iterator)
-        again = replayable(request_iterator)
-        call = CallState(client_call_details, self._core.clock, _with_timeout, again)
-        if again:
-            return await self._stream(chain, annotated, continuation, call, request_iterator)
-        return await self._one_shot(
-            chain, annotated, continuation, call, request_iterator, streaming=True
-        )
+        call = self._call(chain, client_call_details, request_iterator)
+        if call.replayable:
+            return await self._stream(chain, continuation, call, request_iterator)
+        return await self._one_shot(chain, continuation, call, request_iterator, True)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._core.routes!r})"

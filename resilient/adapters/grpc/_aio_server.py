@@ -21,6 +21,7 @@ from ._core import (
     Rejection,
     Routes,
     ServerCore,
+    compose,
     default_policy,
     limited,
     peer_key,
@@ -71,7 +72,6 @@ def async_behaviour(
     core: ServerCore, plan: Plan, method: str, original: Behaviour, streaming: bool
 ) -> Behaviour:
     """An ``async`` handler run under *plan* (a stream until its last message)."""
-    policy = plan.policy
 
     async def inner(request: Any, context: Any) -> Any:
         try:
@@ -93,16 +93,15 @@ def async_behaviour(
             raise HandlerFailed(result)
         return result
 
+    run = compose(plan.policies, inner, asynchronous=True)
+
     async def behaviour(request: Any, context: Any) -> Any:
         if plan.limiters:
             await aadmit(core, plan, method, request, context)
         seconds = core.deadline(context)
         token = push_deadline(core.clock, seconds, "grpc")[1] if seconds is not None else None
         try:
-            if policy is None:
-                result = await inner(request, context)
-            else:
-                result = await policy.acall(inner, request, context)
+            result = await run(request, context)
         except HandlerFailed as failed:
             return failed.result
         except Exception as exc:
@@ -180,7 +179,7 @@ class AsyncServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if _is_async(original):
             behaviour = async_behaviour(self._core, plan, method, original, streaming)
         elif streaming:
-            if plan.policy is not None:
+            if plan.policies:
                 logger.warning(
                     "resilient: %s is a sync streaming handler on a grpc.aio server; "
                     "only its rate limits apply",

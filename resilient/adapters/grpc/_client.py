@@ -14,10 +14,13 @@ from ..._pipeline import Policy
 from ._core import (
     DEFAULT_FAILURE_CODES,
     DEFAULT_RETRY_CODES,
+    NOTHING,
     CallState,
     Cancelled,
+    ClientChain,
     ClientCore,
     Routes,
+    Started,
     StatusError,
     copy_notes,
     default_policy,
@@ -25,8 +28,6 @@ from ._core import (
 )
 
 __all__ = ["ClientInterceptor"]
-
-_NOTHING: Any = object()
 
 
 class _CallDetails(
@@ -125,7 +126,7 @@ class _ResponseStream(grpc.Call, grpc.Future):  # type: ignore[misc]
         self._started = False
         self._call: Any = None
         self._current: Any = None  # the attempt in flight (for cancel())
-        self._first: Any = _NOTHING
+        self._first: Any = NOTHING
         self._error: BaseException | None = None
         self._fallback: Iterator[Any] | None = None
         self._cancelled = False
@@ -149,8 +150,8 @@ class _ResponseStream(grpc.Call, grpc.Future):  # type: ignore[misc]
             except Exception as exc:  # a rejection: the caller gets it from next()
                 self._error = exc
             else:
-                if isinstance(result, tuple) and len(result) == 2:
-                    self._call, self._first = result
+                if isinstance(result, Started):
+                    self._call, self._first = result.call, result.first
                 else:  # a policy answered with messages of its own (e.g. a Fallback)
                     self._fallback = iter(result)
             self._started = True
@@ -177,8 +178,8 @@ class _ResponseStream(grpc.Call, grpc.Future):  # type: ignore[misc]
         if not self._started:
             self._start()
         first = self._first
-        if first is not _NOTHING:
-            self._first = _NOTHING
+        if first is not NOTHING:
+            self._first = NOTHING
             return first
         if self._call is not None:
             return next(self._call)
@@ -354,21 +355,20 @@ class ClientInterceptor(
     # -- unary responses
 
     def _unary(
-        self,
-        chain: Policy,
-        annotated: bool,
-        continuation: Any,
-        details: Any,
-        request: Any,
-        stream: bool,
+        self, chain: ClientChain, continuation: Any, details: Any, request: Any, stream: bool
     ) -> Any:
         core = self._core
         call = CallState(
-            details, core.clock, _with_timeout, replayable(request) if stream else True
+            details,
+            core.clock,
+            _with_timeout,
+            chain.annotated,
+            replayable(request) if stream else True,
         )
 
         def attempt() -> Any:
             outcome = continuation(call.next_details(), _requests(request, stream))
+            call.outcome = outcome
             code = outcome.code()  # waits for a future() outcome
             if code is grpc.StatusCode.OK:
                 return outcome
@@ -377,58 +377,54 @@ class ClientInterceptor(
                 return outcome  # an answer (NOT_FOUND...): grpc raises it for the caller
             raise verdict
 
-        tokens = call.enter(annotated)
+        call.enter()
         try:
-            result = chain.call(attempt)
+            result = chain.run(attempt)
         except StatusError as exc:
             copy_notes(exc, exc.error)
             return exc.error
         except Cancelled as signal:
             return signal.outcome
         finally:
-            call.leave(tokens)
-        if isinstance(result, grpc.Future):
+            call.leave()
+        if result is call.outcome:
             return result
-        return _Completed(result)
+        return _Completed(result)  # a policy answered instead (a Fallback)
 
     def intercept_unary_unary(
         self, continuation: Any, client_call_details: Any, request: Any
     ) -> Any:
         """Run a unary-unary call under the method's policies."""
-        chain, annotated = self._core.chain(client_call_details.method)
+        chain = self._core.chain(client_call_details.method)
         if chain is None:
             return continuation(client_call_details, request)
-        return self._unary(chain, annotated, continuation, client_call_details, request, False)
+        return self._unary(chain, continuation, client_call_details, request, False)
 
     def intercept_stream_unary(
         self, continuation: Any, client_call_details: Any, request_iterator: Any
     ) -> Any:
         """Run a stream-unary call; retried only if the requests can be replayed."""
-        chain, annotated = self._core.chain(client_call_details.method)
+        chain = self._core.chain(client_call_details.method)
         if chain is None:
             return continuation(client_call_details, request_iterator)
-        return self._unary(
-            chain, annotated, continuation, client_call_details, request_iterator, True
-        )
+        return self._unary(chain, continuation, client_call_details, request_iterator, True)
 
     # -- streaming responses
 
     def _stream(
-        self,
-        chain: Policy,
-        annotated: bool,
-        continuation: Any,
-        details: Any,
-        request: Any,
-        stream: bool,
+        self, chain: ClientChain, continuation: Any, details: Any, request: Any, stream: bool
     ) -> _ResponseStream:
         core = self._core
         call = CallState(
-            details, core.clock, _with_timeout, replayable(request) if stream else True
+            details,
+            core.clock,
+            _with_timeout,
+            chain.annotated,
+            replayable(request) if stream else True,
         )
 
         def run(responses: _ResponseStream) -> Any:
-            def attempt() -> tuple[Any, Any]:
+            def attempt() -> Started:
                 if responses._cancelled:
                     raise Cancelled(responses._current)
                 rpc = continuation(call.next_details(), _requests(request, stream))
@@ -436,20 +432,20 @@ class ClientInterceptor(
                 try:
                     first = next(rpc)
                 except StopIteration:
-                    return rpc, _NOTHING
+                    return Started(rpc, NOTHING)
                 except grpc.RpcError:
                     code = rpc.code()
                     verdict = core.judge(rpc, code, call)
                     if verdict is None:
-                        return rpc, _NOTHING  # the caller's next() raises it
+                        return Started(rpc, NOTHING)  # the caller's next() raises it
                     raise verdict from None
-                return rpc, first
+                return Started(rpc, first)
 
-            tokens = call.enter(annotated)
+            call.enter()
             try:
-                return chain.call(attempt)
+                return chain.run(attempt)
             finally:
-                call.leave(tokens)
+                call.leave()
 
         return _ResponseStream(run)
 
@@ -457,22 +453,20 @@ class ClientInterceptor(
         self, continuation: Any, client_call_details: Any, request: Any
     ) -> Any:
         """Run a unary-stream call; retried only before its first response message."""
-        chain, annotated = self._core.chain(client_call_details.method)
+        chain = self._core.chain(client_call_details.method)
         if chain is None:
             return continuation(client_call_details, request)
-        return self._stream(chain, annotated, continuation, client_call_details, request, False)
+        return self._stream(chain, continuation, client_call_details, request, False)
 
     def intercept_stream_stream(
         self, continuation: Any, client_call_details: Any, request_iterator: Any
     ) -> Any:
         """Run a stream-stream call; retried only before its first response message,
         and only if the requests can be replayed."""
-        chain, annotated = self._core.chain(client_call_details.method)
+        chain = self._core.chain(client_call_details.method)
         if chain is None:
             return continuation(client_call_details, request_iterator)
-        return self._stream(
-            chain, annotated, continuation, client_call_details, request_iterator, True
-        )
+        return self._stream(chain, continuation, client_call_details, request_iterator, True)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._core.routes!r})"

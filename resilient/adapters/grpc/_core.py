@@ -8,10 +8,20 @@ and then do the waiting themselves.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fnmatch
+import functools
 import math
-from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Iterator, Mapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Hashable,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from contextvars import ContextVar
 from typing import Any, Final, TypeAlias
 from urllib.parse import unquote
@@ -230,13 +240,15 @@ class Routes:
     first) or ``None`` (no policy: the call passes through untouched).
     """
 
-    __slots__ = ("_converted", "_default", "_matched", "_patterns", "_routes")
+    __slots__ = ("_converted", "_default", "_matched", "_patterns", "_routes", "fixed")
 
     def __init__(self, default: Policy | None, routes: Mapping[str, Any] | None) -> None:
         if routes is not None and not isinstance(routes, Mapping):
             raise ConfigError("routes", routes, "a mapping of method patterns to policies")
         self._default = default
         self._routes = routes
+        self.fixed = default if routes is None else None
+        """The one policy of every method when there are no routes (else ``None``)."""
         patterns: list[tuple[int, int, str, str]] = []
         for order, key in enumerate(routes or ()):
             if not isinstance(key, str) or not key.strip("/"):
@@ -290,6 +302,34 @@ def default_policy(policies: tuple[Any, ...]) -> Policy | None:
     return as_policy(list(policies), "policies")
 
 
+def flatten(policy: Policy | None) -> list[Policy]:
+    """The policies inside *policy*, outermost first, pipelines unpacked."""
+    if policy is None:
+        return []
+    if isinstance(policy, Pipeline):
+        return [inner for item in policy.policies for inner in flatten(item)]
+    return [policy]
+
+
+def compose(
+    policies: Iterable[Policy], inner: Callable[..., Any], asynchronous: bool
+) -> Callable[..., Any]:
+    """``policies[0].call(partial(policies[1].call, ... inner), *args)`` as one callable.
+
+    The same nesting as a :class:`~resilient.Pipeline` (outermost first), built
+    once instead of on every call. With ``asynchronous`` it chains ``acall``.
+    """
+    run = inner
+    for policy in reversed(list(policies)):
+        run = functools.partial(policy.acall if asynchronous else policy.call, run)
+    return run
+
+
+def invoke(fn: Callable[[], Any]) -> Any:
+    """The innermost step of a client chain: run the attempt (or start its coroutine)."""
+    return fn()
+
+
 # --------------------------------------------------------------------------- client
 
 
@@ -311,7 +351,7 @@ def _codes(value: Iterable[Any], name: str) -> frozenset[Any]:
 
 
 CURRENT: ContextVar[str | None] = ContextVar("resilient_grpc_method", default=None)
-"""The full method name of the client call whose policies run in this context."""
+"""The full method name of the failing client call whose retries run in this context."""
 
 
 class _Annotate:
@@ -368,37 +408,29 @@ def adapt_retry(retry: Retry) -> Retry:
     )
 
 
-def client_chain(policy: Policy) -> tuple[Policy, bool]:
-    """*policy* with its retries adapted (pipelines flattened); and whether it has any."""
-    items: list[Policy] = []
-    adapted = False
+class ClientChain:
+    """The policies of one route, ready to run client calls.
 
-    def visit(item: Policy) -> None:
-        nonlocal adapted
-        if isinstance(item, Pipeline):
-            for inner in item.policies:
-                visit(inner)
-        elif isinstance(item, Retry):
-            items.append(adapt_retry(item))
-            adapted = True
-        else:
-            items.append(item)
+    Pipelines are flattened and each :class:`~resilient.Retry` is replaced by
+    an adapted copy (:func:`adapt_retry`); ``run(attempt)`` and
+    ``arun(attempt)`` run an attempt function through them.
+    """
 
-    visit(policy)
-    if not adapted:
-        return policy, False
-    return (items[0] if len(items) == 1 else Pipeline(*items, name=policy_name(policy))), True
+    __slots__ = ("annotated", "arun", "run")
 
-
-def policy_name(policy: Policy) -> str | None:
-    name = getattr(policy, "name", None)
-    return name if isinstance(name, str) and name else None
+    def __init__(self, policy: Policy) -> None:
+        items = [adapt_retry(item) if isinstance(item, Retry) else item for item in flatten(policy)]
+        self.annotated = any(isinstance(item, Retry) for item in items)
+        self.run: Callable[[Callable[[], Any]], Any] = compose(items, invoke, False)
+        self.arun: Callable[[Callable[[], Awaitable[Any]]], Awaitable[Any]] = compose(
+            items, invoke, True
+        )
 
 
 class ClientCore:
     """The client decisions: which chain runs a call, what a status means."""
 
-    __slots__ = ("chains", "clock", "failure_codes", "retry_codes", "routes")
+    __slots__ = ("chains", "clock", "failure_codes", "fixed", "retry_codes", "routes")
 
     def __init__(
         self,
@@ -411,22 +443,26 @@ class ClientCore:
         self.retry_codes = _codes(retry_codes, "retry_codes")
         self.failure_codes = _codes(failure_codes, "failure_codes") | self.retry_codes
         self.clock = clock
-        self.chains: dict[int, tuple[Policy, Policy, bool]] = {}
+        self.chains: dict[int, tuple[Policy, ClientChain]] = {}
+        self.fixed: ClientChain | None = None
+        if routes.fixed is not None:
+            self.fixed = ClientChain(routes.fixed)
 
-    def chain(self, method: str | bytes) -> tuple[Policy | None, bool]:
-        """The policies that run a call of *method* (``None``: pass it through),
-        and whether they include retries (whose events want the method)."""
+    def chain(self, method: str | bytes) -> ClientChain | None:
+        """The chain that runs a call of *method* (``None``: pass it through)."""
+        if self.fixed is not None:
+            return self.fixed
         policy = self.routes.policy(method)
         if policy is None:
-            return None, False
+            return None
         cached = self.chains.get(id(policy))
         if cached is not None and cached[0] is policy:
-            return cached[1], cached[2]
-        chain, annotated = client_chain(policy)
+            return cached[1]
+        chain = ClientChain(policy)
         if len(self.chains) > 1_000:
             self.chains.clear()
-        self.chains[id(policy)] = (policy, chain, annotated)
-        return chain, annotated
+        self.chains[id(policy)] = (policy, chain)
+        return chain
 
     def judge(self, error: Any, code: Any, call: CallState) -> BaseException | None:
         """What a finished attempt with a non-OK *code* means to the policies.
@@ -440,6 +476,7 @@ class ClientCore:
             return Cancelled(error)
         if code not in self.failure_codes:
             return None
+        call.failing()
         try:
             trailing = error.trailing_metadata()
         except Exception:  # a failed outcome without metadata
@@ -454,6 +491,22 @@ class ClientCore:
         return StatusError(error, code, details, hint)
 
 
+class Started:
+    """What a response-streaming attempt ends with: its call (or response iterator),
+    the first message (``NOTHING`` if none) and, for an answer, its error."""
+
+    __slots__ = ("call", "error", "first")
+
+    def __init__(self, call: Any, first: Any, error: BaseException | None = None) -> None:
+        self.call = call
+        self.first = first
+        self.error = error
+
+
+NOTHING: Any = object()
+"""No message (a stream that ended, or failed, before its first one)."""
+
+
 class CallState:
     """One intercepted client call: its details, its own timeout and its attempts.
 
@@ -464,40 +517,62 @@ class CallState:
     ``deadline``.
     """
 
-    __slots__ = ("anchor", "attempts", "clock", "details", "make_details", "method", "replayable")
+    __slots__ = (
+        "anchor",
+        "annotated",
+        "attempts",
+        "clock",
+        "deadline_token",
+        "details",
+        "make_details",
+        "method_token",
+        "outcome",
+        "replayable",
+    )
 
     def __init__(
         self,
         details: Any,
         clock: Clock,
         make_details: Callable[[Any, float | None], Any],
+        annotated: bool,
         replayable: bool = True,
     ) -> None:
         self.details = details
         self.clock = clock
         self.make_details = make_details
+        self.annotated = annotated
         self.replayable = replayable
-        self.method = method_name(details.method)
         self.attempts = 0
+        self.outcome: Any = None
+        self.deadline_token: Any = None
+        self.method_token: Any = None
         self.anchor = clock.monotonic() if details.timeout is not None else 0.0
 
-    def enter(self, annotated: bool) -> tuple[Any, Any]:
-        """Publish the call's own deadline (and its method, for events); undo with
-        :meth:`leave`."""
-        token = None
+    @property
+    def method(self) -> str:
+        return method_name(self.details.method)
+
+    def enter(self) -> None:
+        """Publish the call's own deadline while its policies run (undone by :meth:`leave`)."""
         timeout = self.details.timeout
         if timeout is not None:
             left = float(timeout) - (self.clock.monotonic() - self.anchor)
-            token = push_deadline(self.clock, left, "grpc")[1]
-        return token, CURRENT.set(self.method) if annotated else None
+            self.deadline_token = push_deadline(self.clock, left, "grpc")[1]
 
-    @staticmethod
-    def leave(tokens: tuple[Any, Any]) -> None:
-        deadline, method = tokens
-        if method is not None:
-            CURRENT.reset(method)
-        if deadline is not None:
-            pop_deadline(deadline)
+    def failing(self) -> None:
+        """An attempt is failing: name the call for the retries' events."""
+        if self.annotated and self.method_token is None:
+            self.method_token = CURRENT.set(self.method)
+
+    def leave(self) -> None:
+        token, self.method_token = self.method_token, None
+        if token is not None:
+            with contextlib.suppress(ValueError):  # set in a background task's own context
+                CURRENT.reset(token)
+        token, self.deadline_token = self.deadline_token, None
+        if token is not None:
+            pop_deadline(token)
 
     def next_details(self) -> Any:
         """The call details for the next attempt, its timeout the time left.
@@ -595,26 +670,14 @@ class LimiterSlot:
 class Plan:
     """What guards one server method: rate limiters first (keyed), then the rest."""
 
-    __slots__ = ("by_key", "limiters", "policy")
+    __slots__ = ("by_key", "limiters", "policies")
 
     def __init__(self, policy: Policy | None) -> None:
-        limiters: list[LimiterSlot] = []
-        rest: list[Policy] = []
-
-        def visit(item: Policy) -> None:
-            if isinstance(item, Pipeline):
-                for inner in item.policies:
-                    visit(inner)
-            elif is_limiter(item):
-                limiters.append(LimiterSlot(item))
-            else:
-                rest.append(item)
-
-        if policy is not None:
-            visit(policy)
-        self.limiters = tuple(limiters)
-        self.by_key = any(not slot.own_key() for slot in limiters)
-        self.policy: Policy | None = as_policy(rest, "policies")
+        items = flatten(policy)
+        self.limiters = tuple(LimiterSlot(item) for item in items if is_limiter(item))
+        self.by_key = any(not slot.own_key() for slot in self.limiters)
+        self.policies: tuple[Policy, ...] = tuple(item for item in items if not is_limiter(item))
+        """The other policies, outermost first, run around the handler."""
 
 
 class Rejection:

@@ -19,6 +19,7 @@ from ._core import (
     Rejection,
     Routes,
     ServerCore,
+    compose,
     default_policy,
     limited,
     peer_key,
@@ -48,7 +49,6 @@ def admit(core: ServerCore, plan: Plan, method: str, request: Any, context: Any)
 
 def unary_behaviour(core: ServerCore, plan: Plan, method: str, original: Behaviour) -> Behaviour:
     """A unary-response handler (unary-unary, stream-unary) run under *plan*."""
-    policy = plan.policy
 
     def inner(request: Any, context: Any) -> Any:
         try:
@@ -65,15 +65,17 @@ def unary_behaviour(core: ServerCore, plan: Plan, method: str, original: Behavio
             raise HandlerFailed(result)
         return result
 
+    run = compose(plan.policies, inner, asynchronous=False) if plan.policies else None
+
     def behaviour(request: Any, context: Any) -> Any:
         if plan.limiters:
             admit(core, plan, method, request, context)
         seconds = core.deadline(context)
         token = push_deadline(core.clock, seconds, "grpc")[1] if seconds is not None else None
         try:
-            if policy is None:
+            if run is None:
                 return original(request, context)
-            result = policy.call(inner, request, context)
+            result = run(request, context)
         except HandlerFailed as failed:
             return failed.result
         except Cancelled as signal:  # the client went away: no verdict
@@ -107,7 +109,6 @@ def stream_behaviour(core: ServerCore, plan: Plan, method: str, original: Behavi
     ``send`` callback), so the policies cover every message: a bulkhead slot
     is held, and a breaker judges the call, until the stream ends.
     """
-    policy = plan.policy
     pushes = bool(getattr(original, "experimental_non_blocking", False))
 
     def drive(request: Any, context: Any, send: Callable[[Any], None]) -> Any:
@@ -137,16 +138,15 @@ def stream_behaviour(core: ServerCore, plan: Plan, method: str, original: Behavi
             raise HandlerFailed(None)
         return None
 
+    run = compose(plan.policies, drive, asynchronous=False)
+
     def behaviour(request: Any, context: Any, send: Callable[[Any], None]) -> None:
         if plan.limiters:
             admit(core, plan, method, request, context)
         seconds = core.deadline(context)
         token = push_deadline(core.clock, seconds, "grpc")[1] if seconds is not None else None
         try:
-            if policy is None:
-                result = drive(request, context, send)
-            else:
-                result = policy.call(drive, request, context, send)
+            result = run(request, context, send)
         except HandlerFailed:
             result = None
         except Cancelled as signal:
