@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .config._commands import add_commands
 
     add_commands(sub)  # check, show, schema
+    from .dashboard._commands import add_commands as add_live_commands
+
+    add_live_commands(sub)  # top, dashboard
     return parser
 
 
