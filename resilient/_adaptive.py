@@ -298,7 +298,7 @@ class Gradient2(LimitAlgorithm):
     long_window: int = 600
     queue_size: float = 4.0
     window: int = 10
-    probe_interval: float | None = 60.0
+    probe_interval: Duration | None = 60.0
     probe_samples: int = 50
 
     def __post_init__(self) -> None:
@@ -344,7 +344,8 @@ class _Gradient2State(_Probing):
         self.smoothing = smoothing
         self.long = 0.0
         self.updates = 0
-        self.probe_every = cfg.probe_interval or 0.0
+        every = cfg.probe_interval
+        self.probe_every = 0.0 if every is None else to_seconds(every, name="probe_interval")
         self.next_probe = 0.0
         self.floor = math.inf
 
@@ -402,7 +403,7 @@ class AIMD(LimitAlgorithm):
 
     name: ClassVar[str] = "aimd"
 
-    latency_threshold: float | None = 5.0
+    latency_threshold: Duration | None = 5.0
     backoff_ratio: float = 0.9
     increase: float = 1.0
 
@@ -428,7 +429,8 @@ class _AIMDState(_Estimator):
 
     def __init__(self, cfg: AIMD, initial: int, low: int, high: int) -> None:
         super().__init__(initial, low, high)
-        self.threshold = math.inf if cfg.latency_threshold is None else cfg.latency_threshold
+        limit = cfg.latency_threshold
+        self.threshold = math.inf if limit is None else to_seconds(limit, name="latency_threshold")
         self.ratio = cfg.backoff_ratio
         self.increase = cfg.increase
         self.backed_off_at = -math.inf

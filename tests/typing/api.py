@@ -41,3 +41,31 @@ def errors_have_attributes(err: rs.RejectedError, cfg: rs.ConfigError) -> None:
     assert_type(err.retry_after, float | None)
     assert_type(err.policy, str)
     assert_type(cfg.path, str)
+
+
+def adaptive_policies_keep_signatures() -> None:
+    limit = rs.AdaptiveConcurrency(rs.AIMD(latency_threshold="200ms"), max_limit=100)
+    throttle = rs.Throttle(1.5, window="1m")
+
+    @limit
+    def get(x: int) -> str:
+        return str(x)
+
+    @throttle
+    async def aget(x: int) -> bytes:
+        return b"x"
+
+    assert_type(get(1), str)
+    assert_type(throttle.call(get, 1), str)
+    get("no")  # type: ignore[arg-type]
+    assert_type(limit.stats(), rs.AdaptiveConcurrencyStats)
+    assert_type(throttle.stats().reject_probability, float)
+    permit = limit.try_acquire()
+    if permit is not None:
+        permit.success()
+    rs.AdaptiveConcurrency("vegas")
+    rs.AdaptiveConcurrency("tcp")  # type: ignore[arg-type]
+
+    async def use() -> None:
+        assert_type(await aget(1), bytes)
+        assert_type(await limit.acall(aget, 2), bytes)
