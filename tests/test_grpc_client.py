@@ -486,6 +486,67 @@ async def test_a_route_value_is_looked_up_on_every_call(flavour):
     assert (first.outcomes, second.outcomes) == (["ok"], ["ok"])
 
 
+async def test_route_values_can_be_registry_names_looked_up_per_call(flavour):
+    first, second, default = Recorder(), Recorder(), Recorder()
+    registry: dict[str, Any] = {"inventory": first, "fallback": default}
+    client = spec("fallback", routes={"test.Echo/Unary": ["inventory"]}, registry=registry)
+    async with Pair(flavour, Script(), client=client) as pair:
+        await pair.call("unary_unary")
+        registry["inventory"] = second  # what a registry reload does
+        await pair.call("unary_unary")
+        await pair.call("unary_stream")
+    assert (first.outcomes, second.outcomes, default.outcomes) == (["ok"], ["ok"], ["ok"])
+
+
+async def test_a_policy_file_drives_the_interceptors(flavour):
+    clock = FakeClock()
+    document: dict[str, Any] = {
+        "policies": {
+            "inventory": {"retry": {"attempts": 3}},
+            "strict": {"retry": {"attempts": 1}},
+        },
+        "routes": {
+            "grpc": [
+                {
+                    "service": "test.Echo",
+                    "method": "Unary",
+                    "side": "client",
+                    "policy": "inventory",
+                },
+                {"service": "test.Echo", "side": "server", "policy": "strict"},
+            ]
+        },
+    }
+    registry = rs.Registry(document, clock=clock)
+    script = Script().fail(UNAVAILABLE, times=2)
+    client = spec(routes=registry.grpc_routes("client"))
+    async with Pair(flavour, script, client=client) as pair:
+        assert await pair.call("unary_unary") == expected("unary_unary")  # 2 failures, then ok
+        document["policies"]["inventory"]["retry"]["attempts"] = 1
+        registry.reload(document)
+        script.fail(UNAVAILABLE, times=2)
+        error = await failing(pair, "unary_unary")  # the reloaded policy: one attempt
+        assert await pair.call("unary_stream") == expected("unary_stream")  # no client route
+    assert error.code() is UNAVAILABLE
+    assert script.total == 5
+
+
+def test_names_need_a_registry():
+    with pytest.raises(rs.ConfigError, match="registry"):
+        ClientInterceptor("inventory")
+    with pytest.raises(rs.ConfigError, match="registry"):
+        AsyncClientInterceptor(routes={"test.Echo": ["inventory", rs.Retry(2)]})
+    with pytest.raises(rs.ConfigError, match="registry"):
+        ClientInterceptor(registry=[("a", rs.Retry(2))])  # type: ignore[arg-type]
+
+
+async def test_an_unknown_registry_name_is_reported_when_used(flavour):
+    client = spec(routes={"test.Echo/Unary": "nope"}, registry={"known": rs.Retry(2)})
+    async with Pair(flavour, Script(), client=client) as pair:
+        with pytest.raises(rs.ConfigError, match="nope"):
+            await pair.call("unary_unary")
+
+
 def test_bad_routes_and_codes_are_config_errors():
     with pytest.raises(rs.ConfigError, match="routes"):
         ClientInterceptor(routes={"test.Echo": object()})

@@ -23,7 +23,6 @@ from ._core import (
     Started,
     StatusError,
     copy_notes,
-    default_policy,
     replayable,
 )
 
@@ -164,20 +163,21 @@ class AsyncClientInterceptor(Sequence[Any]):
     it in the background until its first response (or its end).
 
     Args:
-        *policies, routes, retry_codes, failure_codes, clock: as for
+        *policies, routes, registry, retry_codes, failure_codes, clock: as for
             :class:`ClientInterceptor`.
     """
 
     def __init__(
         self,
-        *policies: Policy,
+        *policies: Policy | str,
         routes: Mapping[str, Any] | None = None,
+        registry: Mapping[str, Any] | None = None,
         retry_codes: Any = DEFAULT_RETRY_CODES,
         failure_codes: Any = DEFAULT_FAILURE_CODES,
         clock: Clock | None = None,
     ) -> None:
         self._core = ClientCore(
-            Routes(default_policy(policies), routes),
+            Routes(policies, routes, registry),
             retry_codes,
             failure_codes,
             clock or SYSTEM_CLOCK,

@@ -22,7 +22,6 @@ from ._core import (
     Routes,
     ServerCore,
     compose,
-    default_policy,
     limited,
     peer_key,
     rejection_for,
@@ -140,21 +139,22 @@ class AsyncServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     under the rate limiters only.
 
     Args:
-        *policies, routes, key, failure_codes, propagate_deadline, clock: as for
-            :class:`ServerInterceptor`.
+        *policies, routes, registry, key, failure_codes, propagate_deadline, clock:
+            as for :class:`ServerInterceptor`.
     """
 
     def __init__(
         self,
-        *policies: Policy,
+        *policies: Policy | str,
         routes: Mapping[str, Any] | None = None,
+        registry: Mapping[str, Any] | None = None,
         key: KeyFunc | None = peer_key,
         failure_codes: Any = DEFAULT_FAILURE_CODES,
         propagate_deadline: bool = True,
         clock: Clock | None = None,
     ) -> None:
         self._core = ServerCore(
-            Routes(default_policy(policies), routes),
+            Routes(policies, routes, registry),
             key,
             failure_codes,
             propagate_deadline,

@@ -23,7 +23,6 @@ from ._core import (
     Started,
     StatusError,
     copy_notes,
-    default_policy,
     replayable,
 )
 
@@ -326,10 +325,13 @@ class ClientInterceptor(
 
     Args:
         *policies: the policies for every call (outermost first), unless a route
-            matches.
-        routes: method pattern -> policy, list of policies or ``None`` (see
-            :class:`~resilient.adapters.grpc.Routes`); any ``Mapping`` works,
-            including a config registry.
+            matches; registry names may stand for policies.
+        routes: method pattern -> policy, registry name, list of them, or
+            ``None`` (no policy). Patterns: ``"pkg.Service/Method"``,
+            ``"pkg.Service"`` (every method), globs, ``"*"``; the most specific
+            wins. Any ``Mapping`` works.
+        registry: where names are looked up, on every call (a
+            :class:`~resilient.config.Registry` follows its reloads).
         retry_codes: status codes worth another attempt (default ``UNAVAILABLE``).
         failure_codes: status codes that count as failures (default
             ``UNAVAILABLE``, ``DEADLINE_EXCEEDED``, ``INTERNAL``, ``UNKNOWN``,
@@ -339,14 +341,15 @@ class ClientInterceptor(
 
     def __init__(
         self,
-        *policies: Policy,
+        *policies: Policy | str,
         routes: Mapping[str, Any] | None = None,
+        registry: Mapping[str, Any] | None = None,
         retry_codes: Any = DEFAULT_RETRY_CODES,
         failure_codes: Any = DEFAULT_FAILURE_CODES,
         clock: Clock | None = None,
     ) -> None:
         self._core = ClientCore(
-            Routes(default_policy(policies), routes),
+            Routes(policies, routes, registry),
             retry_codes,
             failure_codes,
             clock or SYSTEM_CLOCK,

@@ -198,20 +198,74 @@ def method_name(method: str | bytes) -> str:
 _NOT_FOUND: Any = object()
 
 
-def as_policy(value: object, path: str) -> Policy | None:
-    """A route's value as one policy: a policy, a sequence of them, or ``None``."""
+def _items(value: object, path: str) -> tuple[Policy | str, ...]:
+    """A route's value as its items: policies and registry names, outermost first."""
     if value is None:
+        return ()
+    if isinstance(value, str | Policy):
+        value = (value,)
+    if not isinstance(value, list | tuple):
+        raise ConfigError(
+            path, value, "a policy, a registry name, a list of them, or None (no policy)"
+        )
+    for index, item in enumerate(value):
+        if isinstance(item, str):
+            if not item:
+                raise ConfigError(f"{path}[{index}]", item, "a non-empty registry name")
+        elif not isinstance(item, Policy):
+            raise ConfigError(
+                f"{path}[{index}]", item, "a policy with call() and acall(), or a registry name"
+            )
+    return tuple(value)
+
+
+class Target:
+    """What one route runs: policies and registry names, outermost first.
+
+    Names are looked up in the registry on every call, so a registry that
+    reloads a policy is followed; the policy built from the same objects is
+    reused.
+    """
+
+    __slots__ = ("built", "items", "named", "path", "static")
+
+    def __init__(self, value: object, path: str) -> None:
+        self.items = _items(value, path)
+        self.path = path
+        self.named = any(isinstance(item, str) for item in self.items)
+        self.static: Policy | None = None if self.named else _one(self.items)
+        self.built: tuple[tuple[int, ...], Policy | None] | None = None
+
+    def policy(self, registry: Mapping[str, Any] | None) -> Policy | None:
+        if not self.named:
+            return self.static
+        if registry is None:
+            raise ConfigError(self.path, self.items, "policies (names need registry=)")
+        resolved = []
+        for item in self.items:
+            if isinstance(item, str):
+                try:
+                    found = registry[item]
+                except KeyError:
+                    raise ConfigError(
+                        self.path, item, f"a name in the registry ({', '.join(registry)})"
+                    ) from None
+                resolved.append(found)
+            else:
+                resolved.append(item)
+        ids = tuple(id(item) for item in resolved)
+        built = self.built
+        if built is not None and built[0] == ids:
+            return built[1]
+        policy = _one(tuple(resolved))
+        self.built = (ids, policy)
+        return policy
+
+
+def _one(items: tuple[Any, ...]) -> Policy | None:
+    if not items:
         return None
-    if isinstance(value, Policy):
-        return value
-    if isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            if not isinstance(item, Policy):
-                raise ConfigError(f"{path}[{index}]", item, "a policy with call() and acall()")
-        if not value:
-            return None
-        return value[0] if len(value) == 1 else Pipeline(*value)
-    raise ConfigError(path, value, "a policy, a list of policies, or None")
+    return items[0] if len(items) == 1 else Pipeline(*items)
 
 
 def _kind(pattern: str) -> int:
@@ -234,36 +288,51 @@ class Routes:
     most specific pattern wins (method, then service, then globs in mapping
     order, then ``"*"``); a method no pattern matches gets the default.
 
-    Which pattern matches a method is decided once per method; the value is
-    looked up on every call, so a registry that reloads its policies is
-    followed. A value may be a policy, a list of policies (a pipeline, outermost
-    first) or ``None`` (no policy: the call passes through untouched).
+    A value is a policy, a registry name, a list of them (a pipeline,
+    outermost first), or ``None`` (no policy: the call passes through
+    untouched). Which pattern matches a method is decided once per method;
+    the value is read from the mapping, and names from the registry, on
+    every call, so a reloaded registry is followed.
     """
 
-    __slots__ = ("_converted", "_default", "_matched", "_patterns", "_routes", "fixed")
+    __slots__ = ("_default", "_matched", "_patterns", "_registry", "_routes", "_targets", "fixed")
 
-    def __init__(self, default: Policy | None, routes: Mapping[str, Any] | None) -> None:
+    def __init__(
+        self,
+        default: tuple[Any, ...],
+        routes: Mapping[str, Any] | None,
+        registry: Mapping[str, Any] | None = None,
+    ) -> None:
         if routes is not None and not isinstance(routes, Mapping):
             raise ConfigError("routes", routes, "a mapping of method patterns to policies")
-        self._default = default
+        if registry is not None and not isinstance(registry, Mapping):
+            raise ConfigError("registry", registry, "a Registry or a mapping of names to policies")
+        self._registry = registry
+        self._default = Target(list(default), "policies")
+        if self._default.named and registry is None:
+            raise ConfigError("policies", default, "policies (names need registry=)")
         self._routes = routes
-        self.fixed = default if routes is None else None
-        """The one policy of every method when there are no routes (else ``None``)."""
+        self.fixed = self._default.static if routes is None else None
+        """The one policy of every method when nothing is looked up per call (else ``None``)."""
         patterns: list[tuple[int, int, str, str]] = []
+        self._targets: dict[str, tuple[object, Target]] = {}
         for order, key in enumerate(routes or ()):
             if not isinstance(key, str) or not key.strip("/"):
                 raise ConfigError("routes", key, "method patterns such as 'pkg.Service/Method'")
+            value = routes[key]  # type: ignore[index]
+            target = Target(value, f"routes[{key!r}]")
+            if target.named and registry is None:
+                raise ConfigError(f"routes[{key!r}]", value, "policies (names need registry=)")
+            self._targets[key] = (value, target)
             normal = key.lstrip("/")
-            as_policy(routes[key], f"routes[{key!r}]")  # type: ignore[index]
             patterns.append((_kind(normal), order, normal, key))
         patterns.sort()
         self._patterns = tuple(patterns)
         self._matched: dict[str | bytes, str | None] = {}
-        self._converted: dict[str, tuple[object, Policy | None]] = {}
 
     def __repr__(self) -> str:
         routes = list(self._routes) if self._routes is not None else None
-        return f"default={self._default!r}, routes={routes!r}"
+        return f"default={self._default.items!r}, routes={routes!r}"
 
     def _match(self, method: str) -> str | None:
         name = method.lstrip("/")
@@ -280,26 +349,20 @@ class Routes:
     def policy(self, method: str | bytes) -> Policy | None:
         """The policy for *method* (``None``: pass the call through)."""
         if self._routes is None:
-            return self._default
+            return self._default.policy(self._registry)
         key = self._matched.get(method, _NOT_FOUND)
         if key is _NOT_FOUND:
             key = self._match(method_name(method))
             if len(self._matched) < 10_000:  # bounded: method names come from the wire
                 self._matched[method] = key
         if key is None:
-            return self._default
+            return self._default.policy(self._registry)
         value = self._routes.get(key)
-        cached = self._converted.get(key)
-        if cached is not None and cached[0] is value:
-            return cached[1]
-        policy = as_policy(value, f"routes[{key!r}]")
-        self._converted[key] = (value, policy)
-        return policy
-
-
-def default_policy(policies: tuple[Any, ...]) -> Policy | None:
-    """The positional policies of an interceptor as one policy (or ``None``)."""
-    return as_policy(list(policies), "policies")
+        known = self._targets.get(key)
+        if known is None or known[0] is not value:
+            known = (value, Target(value, f"routes[{key!r}]"))
+            self._targets[key] = known
+        return known[1].policy(self._registry)
 
 
 def flatten(policy: Policy | None) -> list[Policy]:

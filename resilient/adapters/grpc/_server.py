@@ -20,7 +20,6 @@ from ._core import (
     Routes,
     ServerCore,
     compose,
-    default_policy,
     limited,
     peer_key,
     rejection_for,
@@ -232,9 +231,11 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     ``DEADLINE_EXCEEDED`` when the handler returns too late.
 
     Args:
-        *policies: the policies for every method, unless a route matches.
-        routes: method pattern -> policy, list of policies or ``None`` (no
-            policy), as for the client interceptors.
+        *policies: the policies for every method, unless a route matches;
+            registry names may stand for policies.
+        routes: method pattern -> policy, registry name, list of them, or
+            ``None`` (no policy), as for the client interceptors.
+        registry: where names are looked up, on every call.
         key: ``key(method, context) -> key`` partitions the rate limiters
             (default :func:`peer_key`: per client address; :func:`metadata_key`
             reads a header); ``None``: one shared limit.
@@ -245,15 +246,16 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
     def __init__(
         self,
-        *policies: Policy,
+        *policies: Policy | str,
         routes: Mapping[str, Any] | None = None,
+        registry: Mapping[str, Any] | None = None,
         key: KeyFunc | None = peer_key,
         failure_codes: Any = DEFAULT_FAILURE_CODES,
         propagate_deadline: bool = True,
         clock: Clock | None = None,
     ) -> None:
         self._core = ServerCore(
-            Routes(default_policy(policies), routes),
+            Routes(policies, routes, registry),
             key,
             failure_codes,
             propagate_deadline,
