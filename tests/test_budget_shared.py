@@ -256,3 +256,23 @@ def test_bad_redis_budget_arguments(options: dict[str, object], path: str) -> No
     with pytest.raises(rs.ConfigError) as info:
         RedisRetryBudget(**options)  # type: ignore[arg-type]
     assert info.value.path == path
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_budget_on_redis_cluster(redis_cluster: object, flavour: str) -> None:
+    """One key with a hash tag: the script runs on the node owning the budget's slot."""
+    clock = FakeClock()
+    budget = _budget(
+        redis_cluster.url,  # type: ignore[attr-defined]
+        unique_prefix(),
+        ratio=0.5,
+        min_per_second=0,
+        clock=clock,
+        on_backend_error="raise",
+    )
+    outage = Outage()
+    run_calls(rs.Retry(3, backoff=NO_WAIT, budget=budget, clock=clock), outage, 40, flavour)
+    assert outage.attempts - 40 == 20
+    assert budget.flush().retries == 20
+    budget.close()
