@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
+import time
 
 import pytest
 from _adaptive_sim import VirtualLoop, simulate
@@ -506,3 +507,44 @@ def test_it_composes_in_a_pipeline_with_a_timeout_inside(clock: FakeClock) -> No
     with pytest.raises(rs.TimeoutExceededError):
         asyncio.run(pipeline.acall(slow))
     assert ac.stats().dropped == 1  # the timeout inside is an overload signal
+
+
+def test_threads_hammering_one_limit_never_exceed_it_and_counts_add_up() -> None:
+    limit = AdaptiveConcurrency(
+        AIMD(latency_threshold=None), min_limit=4, max_limit=4, initial_limit=4
+    )
+    inside, peak, lock = [0], [0], threading.Lock()
+    barrier = threading.Barrier(16)
+
+    def work() -> None:
+        with lock:
+            inside[0] += 1
+            peak[0] = max(peak[0], inside[0])
+        time.sleep(0)  # yield the GIL inside the slot (not a timed wait)
+        with lock:
+            inside[0] -= 1
+
+    outcomes: list[int] = []
+
+    def client() -> None:
+        barrier.wait()
+        served = 0
+        for _ in range(200):
+            try:
+                limit.call(work)
+                served += 1
+            except rs.BulkheadFullError:
+                pass
+        with lock:
+            outcomes.append(served)
+
+    threads = [threading.Thread(target=client) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stats = limit.stats()
+    assert peak[0] <= 4
+    assert stats.admitted == stats.samples == sum(outcomes)
+    assert stats.admitted + stats.rejected == 16 * 200
+    assert stats.in_flight == 0

@@ -213,3 +213,30 @@ def test_repr_stats_and_decorator(clock: FakeClock) -> None:
     assert asyncio.run(search()) == "found"
     stats = throttle.stats()
     assert (stats.k, stats.window, stats.requests, stats.accepts) == (1.5, 120.0, 1, 1)
+
+
+def test_threads_sharing_a_throttle_count_every_request() -> None:
+    import threading
+
+    throttle = Throttle(rng=random.Random(1).random)
+    shed, lock = [0], threading.Lock()
+
+    def client(fail: bool) -> None:
+        for _ in range(500):
+            try:
+                throttle.call(refuse if fail else (lambda: None))
+            except rs.RateLimitedError:
+                with lock:
+                    shed[0] += 1
+            except rs.RejectedError:
+                pass
+
+    threads = [threading.Thread(target=client, args=(i % 2 == 0,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stats = throttle.stats()
+    assert stats.requests == 8 * 500
+    assert stats.throttled == shed[0]
+    assert stats.accepts <= 4 * 500
