@@ -78,7 +78,7 @@ AlgorithmName: TypeAlias = Literal["gradient2", "aimd", "vegas"]
 _MIN_RTT = 1e-6
 """Latencies are floored at a microsecond (a fake clock may measure zero)."""
 _PROBE_CONCURRENCY = 3
-"""Gradient2 measures the no-load latency with at most this many calls in flight."""
+"""Gradient2 and Vegas measure the no-load latency with at most this many calls in flight."""
 _LATENCY_WEIGHT = 0.1
 """Weight of each sample in the smoothed latency reported by stats and retry hints."""
 
