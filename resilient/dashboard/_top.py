@@ -57,7 +57,8 @@ def top(
             if as_json and data is not None:
                 text = json.dumps(data, indent=2) + "\n"
             elif data is not None:
-                width = shutil.get_terminal_size((120, 40)).columns
+                # Cut the lines to a terminal's width; a pipe or a file gets them whole.
+                width = shutil.get_terminal_size().columns if stream.isatty() else 100_000
                 text = render(data, source=source, only=only, width=width, colour=colour)
             else:
                 text = f"resilient top: {problem}\n"
