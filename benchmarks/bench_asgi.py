@@ -321,7 +321,9 @@ def _through_protocol(app: Any) -> Callable[[], Any] | None:
         from uvicorn.protocols.http.h11_impl import H11Protocol
         from uvicorn.server import ServerState
 
-        config = Config(app, lifespan="off", access_log=False, proxy_headers=False)
+        config = Config(
+            app, lifespan="off", access_log=False, proxy_headers=False, timeout_keep_alive=3600
+        )
         config.load()
         loop = asyncio.get_running_loop()
         state = ServerState()

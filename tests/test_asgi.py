@@ -375,7 +375,8 @@ async def test_a_full_bulkhead_sheds_load_with_503():
     await until(lambda: gate.inside == 2 and bulkhead.stats().queued == 1)
     shed = await call(mw, http_scope(), forbid_receive=True)
     assert shed.status == 503
-    assert shed.json()["detail"] == "The service is at capacity."
+    assert shed.json()["detail"] == "The service is at capacity; retry in 1 s."
+    assert shed.headers["retry-after"] == "1"  # the bulkhead cannot know: the default
     assert shed.headers["content-type"] == "application/problem+json"
     gate.release.set()
     assert [(await task).status for task in running] == [200, 200, 200]
@@ -883,7 +884,24 @@ async def test_an_unreachable_backend_answers_503_without_calling_the_app():
     assert answer.status == 503
     assert app.calls == 0
     assert answer.json()["detail"] == "The rate limit could not be checked."
+    assert answer.headers["retry-after"] == "1"
+    quiet = ResilienceMiddleware(
+        app, rs.TokenBucket("10/s", store=DownStore()), default_retry_after=None
+    )
+    assert "retry-after" not in (await call(quiet, http_scope())).headers
+
+
+async def test_the_default_retry_after_for_policies_that_cannot_say(clock):
+    cb = breaker(clock)
+    cb.force_open()  # no retry_after: a manual state
+    answer = await call(ResilienceMiddleware(Hello(), cb, default_retry_after="2.5s"), http_scope())
+    assert answer.status == 503
+    assert answer.headers["retry-after"] == "3"
+    answer = await call(ResilienceMiddleware(Hello(), cb, default_retry_after=None), http_scope())
     assert "retry-after" not in answer.headers
+    assert answer.json()["detail"] == "The service is temporarily unavailable."
+    with pytest.raises(rs.ConfigError):
+        ResilienceMiddleware(Hello(), cb, default_retry_after=-1)
 
 
 async def test_a_guard_whose_backend_fails_answers_503():

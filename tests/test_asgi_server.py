@@ -195,7 +195,7 @@ async def test_a_full_bulkhead_sheds_over_a_real_connection():
             release.set()
             assert (await held).status_code == 200
     assert shed.status_code == 503
-    assert shed.json()["detail"] == "The service is at capacity."
+    assert shed.json()["detail"] == "The service is at capacity; retry in 1 s."
 
 
 # -- several worker processes --------------------------------------------------------------------

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, Container, Iterable, Mapping, S
 from typing import Any, Final, Literal
 
 from resilient._algorithms import Decision
+from resilient._duration import to_seconds
 from resilient._errors import (
     BackendError,
     ConfigError,
@@ -161,8 +162,9 @@ class ResilienceMiddleware:
     (``"10/s;500/min"``) to have them decide together.
 
     **Answers.** A refused rate limit answers 429, a full bulkhead or an open
-    breaker 503 (both with ``Retry-After`` in whole seconds, rounded up, when the
-    policy knows), a timeout before the response started 504, all with an
+    breaker 503 (both with ``Retry-After`` in whole seconds, rounded up;
+    ``default_retry_after`` when the policy cannot know), a timeout before the
+    response started 504, all with an
     RFC 9457 ``application/problem+json`` body. The app is not called and the
     request body is not read. Responses of rate-limited requests, admitted or
     refused, carry the IETF ``RateLimit-Policy`` and ``RateLimit`` fields (and
@@ -211,6 +213,10 @@ class ResilienceMiddleware:
         rate_limit_headers: send the IETF fields (default ``True``).
         legacy_headers: also send ``X-RateLimit-Limit/-Remaining/-Reset``.
         websocket: apply the rate limiters to websocket handshakes.
+        default_retry_after: the ``Retry-After`` of a 503 whose policy cannot say
+            when capacity returns (a full bulkhead, a breaker's probes all taken, a
+            store that failed): 1 s by default, so clients back off a little;
+            ``None`` leaves the field out.
         dashboard: serve the live dashboard under this path (``"/_resilient"``):
             the page, its JSON snapshot (``/_resilient/snapshot``) and its live
             stream, outside the policies. Off by default.
@@ -232,6 +238,7 @@ class ResilienceMiddleware:
         rate_limit_headers: bool = True,
         legacy_headers: bool = False,
         websocket: bool = False,
+        default_retry_after: float | None = 1.0,
         dashboard: str | None = None,
         dashboard_auth: Callable[[Scope], bool | Awaitable[bool]] | None = None,
     ) -> None:
@@ -246,6 +253,11 @@ class ResilienceMiddleware:
         self._collect = self._headers or self._legacy
         self._plain = self._headers and not self._legacy
         self._websocket = bool(websocket)
+        if default_retry_after is None:
+            self._unknown: int | None = None
+        else:
+            seconds = to_seconds(default_retry_after, name="default_retry_after")
+            self._unknown = retry_after_value(seconds)
         self._policies = tuple(policies)
         self._key_fn = key_function(key, path="key")
         self._registry = registry
@@ -362,7 +374,7 @@ class ResilienceMiddleware:
             if exc is exchange.app_error or exchange.started:
                 raise
             detail = "A policy could not be checked."
-            await self._answer(send, 503, detail, None, extra or [], http=True)
+            await self._answer(send, 503, detail, self._unknown, extra or [], http=True)
 
     # -- rate limits -----------------------------------------------------------------------
 
@@ -385,7 +397,7 @@ class ResilienceMiddleware:
             except BackendError:
                 fields = self._fields(decided, None)
                 detail = "The rate limit could not be checked."
-                await self._answer(send, 503, detail, None, fields, http=http)
+                await self._answer(send, 503, detail, self._unknown, fields, http=http)
                 return _REFUSED
             decided.append((slot, decision))
             if not decision.allowed:
@@ -443,6 +455,8 @@ class ResilienceMiddleware:
 
     async def _refuse(self, send: Send, exc: RejectedError, extra: Headers | None) -> None:
         retry = retry_after_value(exc.retry_after)
+        if retry is None:
+            retry = self._unknown
         if isinstance(exc, RateLimitedError):
             status, detail = 429, "Too many requests."
         elif exc.reason in ("bulkhead_full", "bulkhead_timeout"):
