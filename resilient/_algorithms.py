@@ -281,7 +281,7 @@ def token_bucket_status(limit: Limit, tat: float | None, now: float) -> tuple[in
         return limit.capacity, 0.0
     ahead = tat - now
     tokens = limit.capacity - ahead / limit.interval
-    return (math.floor(tokens + _SLACK) if tokens > 0 else 0), ahead
+    return (int(tokens + _SLACK) if tokens > 0 else 0), ahead  # int() floors a positive
 
 
 def token_bucket_release(
@@ -519,17 +519,17 @@ def sliding_counter_check(
         room = limit.amount - curr - cost
         if room >= prev:  # fits even at the previous window's full weight: the hot path
             return now, ((start, prev, curr + cost, 0) if take else state)
-        at = _counter_fit(limit, start, prev, curr, cost)
-        if at is not None:
+        if room >= 0:  # _counter_fit(limit, start, prev, curr, cost), inlined
+            at = start + limit.period - limit.period * room / prev
             if at > now:
                 return at, state
             return now, ((start, prev, curr + cost, 0) if take else state)
     following = start + period
-    at = _counter_fit(limit, following, curr, ahead, cost)
-    if at is None:  # only after the booked window has itself become the previous one
-        at = _counter_fit(limit, following + period, ahead, 0, cost)
-        assert at is not None  # cost <= amount
-    return (at if at > now else now), state
+    later = _counter_fit(limit, following, curr, ahead, cost)
+    if later is None:  # only after the booked window has itself become the previous one
+        later = _counter_fit(limit, following + period, ahead, 0, cost)
+        assert later is not None  # cost <= amount
+    return (later if later > now else now), state
 
 
 def sliding_counter_commit(
@@ -560,7 +560,7 @@ def sliding_counter_status(
         return 0, following + period + period - now
     weight = (following - now) / period
     left = limit.amount - prev * weight - curr
-    remaining = math.floor(left + _SLACK) if left > 0 else 0
+    remaining = int(left + _SLACK) if left > 0 else 0  # int() floors a positive
     if curr:
         return remaining, following + period - now
     return remaining, (following - now if prev else 0.0)

@@ -126,6 +126,8 @@ def test_token_bucket_burst_then_refill():
     wait, state = run_one(limit, state, 0.1, 1)
     assert wait == 0.0
     assert status((limit,), [state], 0.1)[0] == 0
+    assert status((limit,), [state], 0.25)[0] == 1  # 1.5 tokens: one whole one
+    assert status((limit,), [state], 0.29)[0] == 1
     assert status((limit,), [state], 0.4)[:2] == (3, 3)
 
 
