@@ -104,6 +104,32 @@ async def test_a_retry_configured_for_other_errors_leaves_grpc_failures_alone(fl
     assert script.total == 1
 
 
+async def test_a_retry_on_rpc_error_retries_every_failure_code(flavour):
+    """StatusError is a grpc.RpcError, so a policy file's ``retry_on: [grpc.RpcError]``
+    works (answers such as NOT_FOUND are still not failures)."""
+    script = Script().fail(grpc.StatusCode.INTERNAL).fail(grpc.StatusCode.NOT_FOUND)
+    policy = rs.Retry(3, retry_on=grpc.RpcError, clock=FakeClock())
+    async with Pair(flavour, script, client=spec(policy)) as pair:
+        error = await failing(pair, "unary_unary")
+    assert error.code() is grpc.StatusCode.NOT_FOUND
+    assert script.total == 2
+
+
+@pytest.mark.parametrize("arity", STREAM_REQUESTS)
+async def test_even_a_retry_on_any_rpc_error_never_resends_a_one_shot_stream(flavour, arity):
+    script = Script().fail(UNAVAILABLE, times=2)
+    policy = rs.Retry(3, retry_on=grpc.RpcError, clock=FakeClock())
+
+    async def agenerate() -> Any:
+        yield b"a"
+
+    requests = iter([b"a"]) if flavour == "sync" else agenerate()
+    async with Pair(flavour, script, client=spec(policy)) as pair:
+        await failing(pair, arity, requests=requests)
+        await asyncio.sleep(0.05)
+    assert script.total == 1
+
+
 # --------------------------------------------------------------------------- pushback
 
 
@@ -231,14 +257,23 @@ async def test_a_one_shot_request_stream_is_not_retried(flavour, arity):
 
 
 async def test_a_second_attempt_of_a_spent_request_stream_is_refused():
-    """A policy that retries on its own (here on any StatusError) cannot resend a
-    generator: the call fails with NotReplayableError instead."""
-    script = Script().fail(UNAVAILABLE, times=2)
-    policy = rs.Retry(3, retry_on=StatusError, clock=FakeClock())
-    async with Pair("sync", script, client=spec(policy)) as pair:
-        with pytest.raises(NotReplayableError):
+    """A policy that calls again on its own cannot resend a generator: the second
+    attempt fails with NotReplayableError instead (nothing is sent)."""
+
+    class Twice:
+        def call(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            fn(*args, **kwargs)
+            return fn(*args, **kwargs)
+
+        async def acall(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            raise NotImplementedError
+
+    script = Script()
+    async with Pair("sync", script, client=spec(Twice())) as pair:
+        with pytest.raises(NotReplayableError) as info:
             await pair.call("stream_unary", requests=iter([b"a"]))
     assert script.total == 1
+    assert info.value.key == "/test.Echo/ClientStream"
 
 
 async def test_aio_write_style_calls_are_sent_once_and_still_watched():

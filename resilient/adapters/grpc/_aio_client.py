@@ -225,7 +225,6 @@ class AsyncClientInterceptor(Sequence[Any]):
                 raise
             return rpc  # done: awaiting it again gives the response (or the answer's error)
 
-        call.enter()
         try:
             return await chain.arun(attempt)
         except StatusError as exc:
@@ -234,7 +233,8 @@ class AsyncClientInterceptor(Sequence[Any]):
         except Cancelled as signal:
             raise signal.outcome from None
         finally:
-            call.leave()
+            if call.method_token is not None:
+                call.leave()
 
     async def _stream(
         self, chain: ClientChain, continuation: Any, call: CallState, request: Any
@@ -256,7 +256,6 @@ class AsyncClientInterceptor(Sequence[Any]):
                 raise
             return Started(responses, first)
 
-        call.enter()
         try:
             result = await chain.arun(attempt)
         except StatusError as exc:
@@ -265,7 +264,8 @@ class AsyncClientInterceptor(Sequence[Any]):
         except Cancelled as signal:
             raise signal.outcome from None
         finally:
-            call.leave()
+            if call.method_token is not None:
+                call.leave()
         if not isinstance(result, Started):  # a policy answered instead (a Fallback)
             return _messages(result)
         if result.error is not None:
@@ -323,11 +323,7 @@ class AsyncClientInterceptor(Sequence[Any]):
                 return rpc
             return await judge_status(rpc)
 
-        call.enter()
-        try:  # the task copies this context: the call's deadline
-            task = asyncio.ensure_future(chain.arun(attempt))
-        finally:
-            call.leave()
+        task = asyncio.ensure_future(chain.arun(attempt))
         _BACKGROUND.add(task)
         task.add_done_callback(_forget)
         try:

@@ -380,7 +380,6 @@ class ClientInterceptor(
                 return outcome  # an answer (NOT_FOUND...): grpc raises it for the caller
             raise verdict
 
-        call.enter()
         try:
             result = chain.run(attempt)
         except StatusError as exc:
@@ -389,7 +388,8 @@ class ClientInterceptor(
         except Cancelled as signal:
             return signal.outcome
         finally:
-            call.leave()
+            if call.method_token is not None:
+                call.leave()
         if result is call.outcome:
             return result
         return _Completed(result)  # a policy answered instead (a Fallback)
@@ -444,11 +444,11 @@ class ClientInterceptor(
                     raise verdict from None
                 return Started(rpc, first)
 
-            call.enter()
             try:
                 return chain.run(attempt)
             finally:
-                call.leave()
+                if call.method_token is not None:
+                    call.leave()
 
         return _ResponseStream(run)
 

@@ -28,7 +28,7 @@ from urllib.parse import unquote
 
 import grpc
 
-from ..._clock import Clock, pop_deadline, push_deadline, remaining
+from ..._clock import Clock, remaining
 from ..._errors import (
     ConfigError,
     RateLimitedError,
@@ -82,13 +82,15 @@ _NO_DEADLINE: Final = 1e9  # sync servers report ~9.2e18 s left when the call ha
 # --------------------------------------------------------------------------- errors
 
 
-class StatusError(Exception):
+class StatusError(grpc.RpcError):  # type: ignore[misc]
     """A gRPC attempt ended with a status code counted as a failure.
 
     Raised *inside* an attempt so that the policies around it (circuit breaker,
-    retry, bulkhead) see the failure. The caller never sees it: once the
-    policies are done the interceptor hands back the original gRPC error, with
-    the notes added by the policies (``"gave up after 3 attempts"``).
+    retry, bulkhead, fallback) see the failure; it is a ``grpc.RpcError``, so
+    ``retry_on=grpc.RpcError``, ``record=grpc.RpcError`` or
+    ``Fallback(on=grpc.RpcError)`` work as written. The caller never sees it:
+    once the policies are done the interceptor hands back the original gRPC
+    error, with the notes added by the policies (``"gave up after 3 attempts"``).
 
     Attributes:
         code: the ``grpc.StatusCode``.
@@ -96,6 +98,9 @@ class StatusError(Exception):
         retry_after: the server's pushback in seconds (``grpc-retry-pushback-ms``),
             negative when the server asked not to retry, ``None`` without a hint.
         error: the gRPC error (or failed call) the caller will receive.
+
+    A call whose request stream cannot be sent again carries ``retry_after=-1``
+    whatever the server said, so that no retry policy tries it again.
     """
 
     def __init__(
@@ -549,7 +554,12 @@ class ClientCore:
         except Exception:
             details = None
         hint = parse_pushback(trailing)
-        if code in self.retry_codes and call.replayable:
+        if not call.replayable:
+            return StatusError(error, code, details, -1.0)  # sent once: never again
+        if code in self.retry_codes:
+            left = call.own_left()
+            if left is not None and (left <= 0 or (hint is not None and hint > left)):
+                hint = -1.0  # the next attempt could only start after the call's deadline
             return RetryableStatusError(error, code, details, hint)
         return StatusError(error, code, details, hint)
 
@@ -573,19 +583,18 @@ NOTHING: Any = object()
 class CallState:
     """One intercepted client call: its details, its own timeout and its attempts.
 
-    The call's ``timeout`` (measured from when the call was made) is published
-    as a deadline while its policies run, so each attempt's gRPC timeout —
-    ``resilient.remaining()`` — is the smallest of what is left of it, of a
-    :class:`resilient.Timeout` around the attempt or the call, and of a retry's
-    ``deadline``.
+    The call's ``timeout`` covers all its attempts (measured from when the call
+    was made): each attempt's gRPC timeout is what is left of it, or less when
+    a deadline published by the policies around the attempt is nearer
+    (``resilient.remaining()``: a :class:`resilient.Timeout`, a retry's
+    ``deadline``).
     """
 
     __slots__ = (
-        "anchor",
         "annotated",
         "attempts",
         "clock",
-        "deadline_token",
+        "deadline_at",
         "details",
         "make_details",
         "method_token",
@@ -608,20 +617,21 @@ class CallState:
         self.replayable = replayable
         self.attempts = 0
         self.outcome: Any = None
-        self.deadline_token: Any = None
         self.method_token: Any = None
-        self.anchor = clock.monotonic() if details.timeout is not None else 0.0
+        timeout = details.timeout
+        self.deadline_at: float | None = (
+            clock.monotonic() + float(timeout) if timeout is not None else None
+        )
 
     @property
     def method(self) -> str:
         return method_name(self.details.method)
 
-    def enter(self) -> None:
-        """Publish the call's own deadline while its policies run (undone by :meth:`leave`)."""
-        timeout = self.details.timeout
-        if timeout is not None:
-            left = float(timeout) - (self.clock.monotonic() - self.anchor)
-            self.deadline_token = push_deadline(self.clock, left, "grpc")[1]
+    def own_left(self) -> float | None:
+        """Seconds left of the call's own timeout (``None``: it has none)."""
+        if self.deadline_at is None:
+            return None
+        return self.deadline_at - self.clock.monotonic()
 
     def failing(self) -> None:
         """An attempt is failing: name the call for the retries' events."""
@@ -629,13 +639,11 @@ class CallState:
             self.method_token = CURRENT.set(self.method)
 
     def leave(self) -> None:
+        """Undo :meth:`failing` (in the context it was done in)."""
         token, self.method_token = self.method_token, None
         if token is not None:
             with contextlib.suppress(ValueError):  # set in a background task's own context
                 CURRENT.reset(token)
-        token, self.deadline_token = self.deadline_token, None
-        if token is not None:
-            pop_deadline(token)
 
     def next_details(self) -> Any:
         """The call details for the next attempt, its timeout the time left.
@@ -652,9 +660,14 @@ class CallState:
                 "tuple to allow retries",
             )
         left = remaining()
-        if left is None:
+        if self.deadline_at is not None:
+            if left is None and self.attempts == 1:
+                return self.details  # the caller's own timeout stands
+            own = self.deadline_at - self.clock.monotonic()
+            left = own if left is None else min(own, left)
+        elif left is None:
             return self.details
-        return self.make_details(self.details, left)
+        return self.make_details(self.details, max(left, 0.0))
 
 
 # --------------------------------------------------------------------------- server

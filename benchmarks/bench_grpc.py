@@ -1,0 +1,369 @@
+"""gRPC adapter: unary calls per second on loopback, with and without the interceptors.
+
+A generic echo handler (bytes in, bytes out) served on 127.0.0.1 by a
+``grpc.server`` (sync) and a ``grpc.aio.server``, called from the same process:
+bare (no interceptor), client interceptor only, server interceptor only, and
+both, each with a pipeline whose every policy admits the call (the allowed
+path).
+
+The policies are the ones a real service would run: on the client a token
+bucket, a retry and a circuit breaker; on the server a token bucket per client
+address, a bulkhead and a circuit breaker. Every call, bare or not, has the same
+10 s timeout (which the client interceptor turns into each attempt's deadline
+and the server interceptor publishes to the handler). A last row adds a
+``Timeout`` policy on each end.
+
+Short batches of each variant are taken in turn for a fixed time and each row is
+its median batch, so a busy machine slows every variant alike. Then the
+interceptors' own cost per call without the network (a continuation that
+answers at once), to read the loopback ratios against.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import statistics
+import time
+from collections.abc import Awaitable, Callable
+from concurrent import futures
+from typing import Any
+
+import grpc
+import grpc.aio
+
+import resilient as rs
+from resilient.adapters.grpc import (
+    AsyncClientInterceptor,
+    AsyncServerInterceptor,
+    ClientInterceptor,
+    ServerInterceptor,
+)
+
+from ._harness import Table, ameasure, measure, ns
+
+NAME = "grpc"
+METHOD = "/bench.Echo/Unary"
+TARGET = 0.9
+PAYLOAD = b"x" * 32
+DEADLINE = 10.0  # every call's own timeout, with or without interceptors
+BOTH = "client + server"
+
+
+def _client_policies(timeout: bool = False) -> tuple[list[Any], str]:
+    policies: list[Any] = [
+        rs.TokenBucket("1000000/s", burst=1_000_000),
+        rs.Retry(3),
+        rs.CircuitBreaker(name="bench-client"),
+    ]
+    if timeout:
+        policies.append(rs.Timeout(DEADLINE))
+    return policies, "TokenBucket + Retry + CircuitBreaker" + (" + Timeout" * timeout)
+
+
+def _server_policies(timeout: bool = False) -> tuple[list[Any], str]:
+    policies: list[Any] = [
+        rs.TokenBucket("1000000/s", burst=1_000_000),
+        rs.Bulkhead(max_concurrent=64),
+        rs.CircuitBreaker(name="bench-server"),
+    ]
+    if timeout:
+        policies.append(rs.Timeout(DEADLINE))
+    return policies, "TokenBucket per client + Bulkhead + CircuitBreaker" + (" + Timeout" * timeout)
+
+
+def _echo(request: bytes, context: Any) -> bytes:
+    return request
+
+
+async def _aecho(request: bytes, context: Any) -> bytes:
+    return request
+
+
+def _handlers(fn: Callable[..., Any]) -> Any:
+    return grpc.method_handlers_generic_handler(
+        "bench.Echo", {"Unary": grpc.unary_unary_rpc_method_handler(fn)}
+    )
+
+
+def _interleave(
+    calls: dict[str, Callable[[], Any]], batch: int, seconds: float
+) -> dict[str, float]:
+    """Median µs/call of each variant, measured in short batches taken in turn until
+    *seconds* pass: a busy machine slows every variant alike instead of one round."""
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    stop = time.perf_counter() + seconds
+    while time.perf_counter() < stop or len(samples[next(iter(calls))]) < 5:
+        for name, call in calls.items():
+            start = time.perf_counter_ns()
+            for _ in range(batch):
+                call()
+            samples[name].append((time.perf_counter_ns() - start) / batch / 1000)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+async def _ainterleave(
+    calls: dict[str, Callable[[], Awaitable[Any]]], batch: int, seconds: float
+) -> dict[str, float]:
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    stop = time.perf_counter() + seconds
+    while time.perf_counter() < stop or len(samples[next(iter(calls))]) < 5:
+        for name, call in calls.items():
+            start = time.perf_counter_ns()
+            for _ in range(batch):
+                await call()
+            samples[name].append((time.perf_counter_ns() - start) / batch / 1000)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def _table(title: str, medians: dict[str, float], batch: int, seconds: float) -> Table:
+    table = Table(title, ["interceptors", "calls/s", "µs/call", "vs bare"])
+    names = list(medians)
+    bare = medians[names[0]]
+    for name in names:
+        versus = "" if name == names[0] else f"{bare / medians[name]:.3f}x"
+        table.add(name, f"{1e6 / medians[name]:,.0f}", f"{medians[name]:,.1f}", versus)
+    both = bare / medians[BOTH]
+    ok = "met" if both >= TARGET else "NOT met"
+    table.notes.append(
+        f"target: client + server interceptors at {both:.3f}x the bare calls/s "
+        f"(target >= {TARGET}x: {ok}). Every call has a {DEADLINE:.0f} s timeout. Batches "
+        f"of {batch} calls, each variant in turn, for {seconds:.0f} s; each row is its "
+        "median batch."
+    )
+    return table
+
+
+# -- sync ---------------------------------------------------------------------------------------
+
+
+def _sync_table(quick: bool) -> Table:
+    batch, seconds = (20, 4.0) if quick else (20, 30.0)
+    client_policies, client_label = _client_policies()
+    server_policies, server_label = _server_policies()
+    servers = []
+
+    def serve(interceptors: list[Any]) -> str:
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), interceptors=interceptors)
+        server.add_generic_rpc_handlers((_handlers(_echo),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        servers.append(server)
+        return f"127.0.0.1:{port}"
+
+    plain = serve([])
+    guarded = serve([ServerInterceptor(*server_policies)])
+    timed = serve([ServerInterceptor(*_server_policies(timeout=True)[0])])
+    raw = [grpc.insecure_channel(target) for target in (plain, guarded, timed)]
+    client = ClientInterceptor(*client_policies)
+    timed_client = ClientInterceptor(*_client_policies(timeout=True)[0])
+    methods = [
+        raw[0].unary_unary(METHOD),
+        grpc.intercept_channel(raw[0], client).unary_unary(METHOD),
+        raw[1].unary_unary(METHOD),
+        grpc.intercept_channel(raw[1], client).unary_unary(METHOD),
+        grpc.intercept_channel(raw[2], timed_client).unary_unary(METHOD),
+    ]
+    names = _names(client_label, server_label)
+    calls: dict[str, Callable[[], Any]] = {
+        name: functools.partial(method, PAYLOAD, timeout=DEADLINE)
+        for name, method in zip(names, methods, strict=True)
+    }
+    try:
+        for call in calls.values():
+            for _ in range(100):
+                call()
+        medians = _interleave(calls, batch, seconds)
+    finally:
+        for channel in raw:
+            channel.close()
+        for server in servers:
+            server.stop(None)
+    return _table(
+        "gRPC unary calls on loopback, sync (grpc.server + grpc channel)", medians, batch, seconds
+    )
+
+
+def _names(client_label: str, server_label: str) -> list[str]:
+    return [
+        "none (bare)",
+        f"client ({client_label})",
+        f"server ({server_label})",
+        BOTH,
+        "client + server, each with a Timeout policy too",
+    ]
+
+
+# -- asyncio ------------------------------------------------------------------------------------
+
+
+async def _aio_medians(batch: int, seconds: float) -> dict[str, float]:
+    client_policies, client_label = _client_policies()
+    server_policies, server_label = _server_policies()
+    servers = []
+
+    async def serve(interceptors: list[Any]) -> str:
+        server = grpc.aio.server(interceptors=interceptors)
+        server.add_generic_rpc_handlers((_handlers(_aecho),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        servers.append(server)
+        return f"127.0.0.1:{port}"
+
+    plain = await serve([])
+    guarded = await serve([AsyncServerInterceptor(*server_policies)])
+    timed = await serve([AsyncServerInterceptor(*_server_policies(timeout=True)[0])])
+    client = AsyncClientInterceptor(*client_policies)
+    timed_client = AsyncClientInterceptor(*_client_policies(timeout=True)[0])
+    channels = [
+        grpc.aio.insecure_channel(plain),
+        grpc.aio.insecure_channel(plain, interceptors=client),
+        grpc.aio.insecure_channel(guarded),
+        grpc.aio.insecure_channel(guarded, interceptors=client),
+        grpc.aio.insecure_channel(timed, interceptors=timed_client),
+    ]
+    names = _names(client_label, server_label)
+    calls: dict[str, Callable[[], Awaitable[Any]]] = {
+        name: functools.partial(channel.unary_unary(METHOD), PAYLOAD, timeout=DEADLINE)
+        for name, channel in zip(names, channels, strict=True)
+    }
+    try:
+        for call in calls.values():
+            for _ in range(100):
+                await call()
+        return await _ainterleave(calls, batch, seconds)
+    finally:
+        for channel in channels:
+            await channel.close()
+        for server in servers:
+            await server.stop(None)
+
+
+def _aio_table(quick: bool) -> Table:
+    batch, seconds = (20, 4.0) if quick else (20, 30.0)
+    medians = asyncio.run(_aio_medians(batch, seconds))
+    return _table(
+        "gRPC unary calls on loopback, asyncio (grpc.aio.server + grpc.aio channel)",
+        medians,
+        batch,
+        seconds,
+    )
+
+
+# -- the interceptors alone -----------------------------------------------------------------------
+
+
+class _Details:
+    method = METHOD
+    timeout = DEADLINE
+    metadata = None
+    credentials = None
+    wait_for_ready = None
+    compression = None
+
+
+class _Outcome:
+    """A finished unary call, as a sync continuation returns it."""
+
+    def code(self) -> Any:
+        return grpc.StatusCode.OK
+
+    def result(self, timeout: Any = None) -> bytes:
+        return PAYLOAD
+
+
+class _Context:
+    """Enough of a servicer context for the server interceptor."""
+
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:50000"
+
+    def time_remaining(self) -> float | None:
+        return DEADLINE
+
+    def code(self) -> Any:
+        return None
+
+    def is_active(self) -> bool:
+        return True
+
+    def invocation_metadata(self) -> tuple[()]:
+        return ()
+
+
+class _HandlerDetails:
+    method = METHOD
+    invocation_metadata = ()
+
+
+class _AioCall:
+    def __await__(self) -> Any:
+        if False:
+            yield
+        return PAYLOAD
+
+
+def _own_cost_table(quick: bool) -> Table:
+    client_policies, _ = _client_policies()
+    server_policies, _ = _server_policies()
+    outcome = _Outcome()
+    details = _Details()
+    context = _Context()
+    sync_client = ClientInterceptor(*client_policies)
+    aio_client = AsyncClientInterceptor(*client_policies)
+    sync_server = ServerInterceptor(*server_policies)
+    aio_server = AsyncServerInterceptor(*server_policies)
+    sync_handler = _handlers(_echo).service(_HandlerDetails())
+    aio_handler = _handlers(_aecho).service(_HandlerDetails())
+    sync_wrapped = sync_server.intercept_service(lambda d: sync_handler, _HandlerDetails())
+
+    def continuation(d: Any, request: Any) -> _Outcome:
+        return outcome
+
+    async def acontinuation(d: Any, request: Any) -> _AioCall:
+        return _AioCall()
+
+    async def aio_handler_of(d: Any) -> Any:
+        return aio_handler
+
+    aio_wrapped = asyncio.run(aio_server.intercept_service(aio_handler_of, _HandlerDetails()))
+    table = Table(
+        "gRPC interceptors' own cost per unary call (no network: an answering continuation)",
+        ["interceptor (same policies as above)", "ns/call"],
+    )
+    table.add(
+        "ClientInterceptor.intercept_unary_unary",
+        ns(
+            measure(
+                lambda: sync_client.intercept_unary_unary(continuation, details, PAYLOAD),
+                quick=quick,
+            )
+        ),
+    )
+    table.add(
+        "AsyncClientInterceptor.intercept_unary_unary",
+        ns(
+            ameasure(
+                lambda: aio_client.intercept_unary_unary(acontinuation, details, PAYLOAD),
+                quick=quick,
+            )
+        ),
+    )
+    table.add(
+        "ServerInterceptor handler (wrapped behaviour)",
+        ns(measure(lambda: sync_wrapped.unary_unary(PAYLOAD, context), quick=quick)),
+    )
+    table.add(
+        "AsyncServerInterceptor handler (wrapped behaviour)",
+        ns(ameasure(lambda: aio_wrapped.unary_unary(PAYLOAD, context), quick=quick)),
+    )
+    table.notes.append(
+        "The bare loopback call costs the µs/call of the tables above; the interceptors "
+        "add these nanoseconds on top (the rest of the difference is noise and the "
+        "shared GIL of a server and a client in one process)."
+    )
+    return table
+
+
+def run(quick: bool) -> list[Table]:
+    return [_sync_table(quick), _aio_table(quick), _own_cost_table(quick)]
