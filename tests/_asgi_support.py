@@ -243,7 +243,7 @@ def worker_app() -> Any:
     return with_pid
 
 
-async def worker_pids(url: str, want: int, *, give_up: float = 30.0) -> set[str]:
+async def worker_pids(url: str, want: int, *, give_up: float = 60.0) -> set[str]:
     """Ask ``/health`` on fresh connections until *want* workers have answered."""
     import httpx
 

@@ -214,13 +214,26 @@ def tally(answers: list[httpx.Response]) -> tuple[int, set[str]]:
     return admitted, {a.headers["x-pid"] for a in answers}
 
 
+async def spread(url: str, n: int) -> tuple[int, set[str]]:
+    """Bursts of *n* requests until at least two workers have answered (at most five
+    bursts: the kernel picks which worker accepts); the admitted count and the pids."""
+    admitted, pids = 0, set[str]()
+    for _ in range(5):
+        more, seen = tally(await burst(url, n))
+        admitted += more
+        pids |= seen
+        if len(pids) >= 2:
+            break
+    return admitted, pids
+
+
 @pytest.mark.slow
 async def test_workers_with_their_own_memory_do_not_share_a_limit():
     """The control: each worker process counts alone, so the fleet admits more."""
     env = {"ASGI_TEST_STORE": "memory://", "ASGI_TEST_RATE": "30/hour"}
     with serve_workers("_asgi_support:worker_app", 3, env) as url:
-        await worker_pids(url, 3)
-        admitted, pids = tally(await burst(url, 60))
+        await worker_pids(url, 2)
+        admitted, pids = await spread(url, 60)
     assert len(pids) >= 2
     assert admitted > 30
 
@@ -240,8 +253,8 @@ async def test_workers_share_one_limit_through_redis(redis_url):
     redis_store(redis_url)
     env = {"ASGI_TEST_STORE": redis_url, "ASGI_TEST_RATE": "30/hour"}
     with serve_workers("_asgi_support:worker_app", 3, env) as url:
-        await worker_pids(url, 3)
-        admitted, pids = tally(await burst(url, 60))
+        await worker_pids(url, 2)
+        admitted, pids = await spread(url, 60)
         again, _ = tally(await burst(url, 10))
     assert len(pids) >= 2  # the limit was asked from several processes
     assert admitted == 30  # and held fleet-wide
