@@ -156,6 +156,28 @@ def test_several_limits_in_one_call(store, clock):
     assert store.table(limits).peek("k").retry_after == 59.0
 
 
+@pytest.mark.parametrize(
+    "limits",
+    [
+        pytest.param(BUCKET, id="token-bucket"),
+        pytest.param(LOG, id="sliding-log"),
+        pytest.param((Limit(algorithm="fixed_window", amount=2, period=1.0),), id="fixed"),
+        pytest.param((Limit(algorithm="sliding_counter", amount=2, period=1.0),), id="counter"),
+    ],
+)
+def test_a_run_of_refusals_then_capacity_again(clock, limits):
+    """The fixed key's decider (which refuses a flood on a snapshot) answers exactly like
+    the locked protocol path, through refusals and back to capacity."""
+    store = MemoryStore(clock=clock)
+    table = store.table(limits)
+    decide = table.decider(table.pin("pinned"))
+    assert decide(2) == store.try_acquire("plain", limits, 2)
+    for step in range(12):
+        mine, theirs = decide(1), store.try_acquire("plain", limits)
+        assert mine == theirs, step
+        clock.advance(0.25)
+
+
 def test_pinned_entries_with_several_limits(clock):
     """The pinned functions of a multi-limit table decide like the protocol path."""
     limits = (*LOG, *BUCKET)

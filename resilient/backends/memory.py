@@ -328,16 +328,30 @@ def _single_decider(table: _Table, entry: Entry[Any]) -> Callable[[int], Decisio
     release = table._lock.release
     new = object.__new__
     builder = _DecisionBuilder
+    # Every state but the sliding log is an immutable value, read in one atomic step:
+    # while a flood is being refused, a refusal can be decided on that snapshot
+    # without the lock (a refusal writes nothing). A hint, set by the last answer.
+    immutable = limit.algorithm != "sliding_log"
+    refusing = False
 
     def decide(cost: int) -> Decision:
+        nonlocal refusing
         now = now_fn()
-        acquire()
-        try:
-            at, state = check(limit, entry.value, now, cost, True)
-            entry.value = state  # consumed, or only normalised when refused
+        state = entry.value
+        at = now
+        if refusing and state is not None:
+            at, state = check(limit, state, now, cost, False)
+        if at > now:  # refused on the snapshot
             remaining, reset_after = status(limit, state, now)
-        finally:
-            release()
+        else:
+            acquire()
+            try:
+                at, state = check(limit, entry.value, now, cost, True)
+                entry.value = state  # consumed, or only normalised when refused
+                remaining, reset_after = status(limit, state, now)
+            finally:
+                release()
+            refusing = immutable and at > now
         made: Any = new(builder)  # resilient._algorithms.decision(), inlined
         if at <= now:
             made.allowed = True
