@@ -428,7 +428,22 @@ async def test_sync_handlers_on_an_asyncio_server():
     assert info.value.code() is RESOURCE_EXHAUSTED
 
 
+async def test_a_retry_from_a_registry_is_skipped_on_the_server(flavour, caplog):
+    recorder = Recorder()
+    registry = {"orders": rs.Pipeline(rs.Retry(3), recorder)}
+    script = Script().fail(UNAVAILABLE)
+    async with Pair(flavour, script, server=spec("orders", registry=registry)) as pair:
+        await failing(pair, "unary_unary")
+    assert script.total == 1  # the handler ran once
+    assert recorder.outcomes == ["failure"]
+    assert "never run twice" in caplog.text
+
+
 def test_bad_arguments_are_config_errors():
+    with pytest.raises(rs.ConfigError, match="never runs a handler twice"):
+        ServerInterceptor(rs.Retry(2))
+    with pytest.raises(rs.ConfigError, match="never runs a handler twice"):
+        AsyncServerInterceptor(routes={"a.B": [Recorder(), rs.Pipeline(rs.Retry(2))]})
     with pytest.raises(rs.ConfigError, match="key"):
         ServerInterceptor(key="peer")  # type: ignore[arg-type]
     with pytest.raises(rs.ConfigError, match="failure_codes"):

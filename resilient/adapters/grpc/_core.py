@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import fnmatch
 import functools
+import logging
 import math
 from collections.abc import (
     AsyncIterator,
@@ -75,6 +76,8 @@ service: the policies see a successful call and the caller still gets the error.
 
 KeyFunc: TypeAlias = Callable[[str, Any], Hashable | None]
 """Picks the rate-limit partition of a server call: ``key(method, context) -> key``."""
+
+logger = logging.getLogger("resilient")
 
 _NO_DEADLINE: Final = 1e9  # sync servers report ~9.2e18 s left when the call has no deadline
 
@@ -338,6 +341,15 @@ class Routes:
     def __repr__(self) -> str:
         routes = list(self._routes) if self._routes is not None else None
         return f"default={self._default.items!r}, routes={routes!r}"
+
+    def given(self) -> Iterator[tuple[str, Policy]]:
+        """The policies given directly (not by name), with where they were given."""
+        targets = [self._default, *(target for _, target in self._targets.values())]
+        for target in targets:
+            for item in target.items:
+                if not isinstance(item, str):
+                    for inner in flatten(item):
+                        yield target.path, inner
 
     def _match(self, method: str) -> str | None:
         name = method.lstrip("/")
@@ -744,12 +756,24 @@ class LimiterSlot:
 
 
 class Plan:
-    """What guards one server method: rate limiters first (keyed), then the rest."""
+    """What guards one server method: rate limiters first (keyed), then the rest.
+
+    A :class:`~resilient.Retry` is left out: a server never runs a handler twice
+    (one given directly is refused when the interceptor is built; one from a
+    registry is skipped with a warning).
+    """
 
     __slots__ = ("by_key", "limiters", "policies")
 
     def __init__(self, policy: Policy | None) -> None:
         items = flatten(policy)
+        if any(isinstance(item, Retry) for item in items):
+            logger.warning(
+                "resilient: %r holds a Retry; gRPC server interceptors skip it (a handler "
+                "is never run twice)",
+                policy,
+            )
+            items = [item for item in items if not isinstance(item, Retry)]
         self.limiters = tuple(LimiterSlot(item) for item in items if is_limiter(item))
         self.by_key = any(not slot.own_key() for slot in self.limiters)
         self.policies: tuple[Policy, ...] = tuple(item for item in items if not is_limiter(item))
@@ -812,6 +836,11 @@ class ServerCore:
     ) -> None:
         if key is not None and not callable(key):
             raise ConfigError("key", key, "a callable(method, context) -> key, or None")
+        for where, policy in routes.given():
+            if isinstance(policy, Retry):
+                raise ConfigError(
+                    where, policy, "inbound policies only: a server never runs a handler twice"
+                )
         self.routes = routes
         self.key = key
         self.failure_codes = _codes(failure_codes, "failure_codes")
