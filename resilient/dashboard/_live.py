@@ -283,7 +283,8 @@ class LiveStats:
         counted twice). Rejections, retries and timeouts are summed over the steps.
 
         Returns ``{"window", "calls", "failures", "rejections": {reason: rate},
-        "rejected", "retries", "timeouts"}`` (rates rounded to 3 decimals).
+        "rejected", "retries", "timeouts"}`` (rates rounded to 3 decimals); ``calls``
+        and ``failures`` are ``None`` when no step reports calls (a rate limiter alone).
         """
         now = self._now()
         newest = int(now)
@@ -294,9 +295,13 @@ class LiveStats:
             first = min((ring.first for ring in found.values()), default=newest)
         span = self._span(now, oldest, first)
         counter = _caller(kinds, totals)
-        calls = failures = 0
+        calls: float | None = None  # no step reports its calls (rate limiters only)
+        failures: float | None = None
         if counter is not None:
-            calls, failures = totals[counter][0][_CALLS], totals[counter][0][_FAILURES]
+            calls = _per(totals[counter][0][_CALLS], span)
+            failures = _per(totals[counter][0][_FAILURES], span)
+        elif any(kind in CALL_KINDS for kind in kinds):
+            calls = failures = 0.0
         retries = sum(t[0][_RETRIES] for t in totals.values())
         timeouts = sum(t[0][_TIMEOUTS] for t in totals.values())
         reasons: dict[str, int] = {}
@@ -305,8 +310,8 @@ class LiveStats:
                 reasons[reason] = reasons.get(reason, 0) + count
         return {
             "window": self.window,
-            "calls": _per(calls, span),
-            "failures": _per(failures, span),
+            "calls": calls,
+            "failures": failures,
             "rejections": {reason: _per(count, span) for reason, count in sorted(reasons.items())},
             "rejected": _per(sum(reasons.values()), span),
             "retries": _per(retries, span),

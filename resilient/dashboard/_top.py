@@ -155,7 +155,7 @@ def _row(policy: Mapping[str, Any]) -> list[str]:
         str(policy.get("name")),
         _STATES.get(state, "-") if state else "-",
         _duration(breaker.get("time_in_state")) if breaker else "",
-        _rate(rates["calls"]) if rates else "-",
+        _rate(rates.get("calls")) if rates else "-",
         _rate(rates["rejected"]) if rates else "-",
         _rate(rates["retries"]) if rates else "-",
         _ratio(breaker, "failure_rate") if breaker else "",

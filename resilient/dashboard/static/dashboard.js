@@ -133,7 +133,7 @@
     const half = policies.filter((p) => p.state === "half_open").length;
     let calls = 0, rejected = 0, retries = 0;
     for (const p of policies) {
-      if (p.rates) { calls += p.rates.calls; rejected += p.rates.rejected; retries += p.rates.retries; }
+      if (p.rates) { calls += p.rates.calls || 0; rejected += p.rates.rejected; retries += p.rates.retries; }
     }
     const item = (label, value, alert) => {
       const span = el("span", alert ? { class: "alert" } : null, [el("b", { text: value })]);
@@ -225,7 +225,7 @@
     }
 
     const rates = policy.rates;
-    c.calls.b.textContent = rates ? rate(rates.calls) : "–";
+    c.calls.b.textContent = rates && rates.calls !== null ? rate(rates.calls) : "–";
     c.rejected.b.textContent = rates ? rate(rates.rejected) : "–";
     c.retries.b.textContent = rates ? rate(rates.retries) : "–";
     c.rejected.box.classList.toggle("hot", !!rates && rates.rejected > 0);
@@ -250,8 +250,8 @@
     keys(c.keys, policy.keys || []);
   }
 
-  function row(parent, label, fraction, threshold, text) {
-    const bar = el("div", { class: fraction === null ? "nobar" : "bar" });
+  function row(parent, label, fraction, threshold, text, neutral) {
+    const bar = el("div", { class: fraction === null ? "nobar" : neutral ? "bar neutral" : "bar" });
     if (fraction !== null) {
       const fill = el("i");
       fill.style.width = Math.max(0, Math.min(1, fraction)) * 100 + "%";
@@ -261,7 +261,7 @@
         mark.style.left = "calc(" + Math.min(1, threshold) * 100 + "% - 1px)";
         bar.appendChild(mark);
         if (fraction >= threshold) bar.classList.add("over");
-      } else if (fraction >= 0.9) {
+      } else if (fraction >= 0.9 && !neutral) {
         bar.classList.add("high");
       }
     }
@@ -274,8 +274,8 @@
         pct(step.failure_rate) + " / " + pct(step.failure_rate_threshold));
       row(parent, "slow calls", step.slow_call_rate, step.slow_call_rate_threshold,
         pct(step.slow_call_rate) + " / " + pct(step.slow_call_rate_threshold));
-      const extra = step.calls + " / " + step.minimum_calls + " calls";
-      row(parent, "window", Math.min(1, step.calls / Math.max(1, step.minimum_calls)), null, extra);
+      const extra = step.calls + " calls (min. " + step.minimum_calls + ")";
+      row(parent, "window", Math.min(1, step.calls / Math.max(1, step.minimum_calls)), null, extra, true);
       if (step.retry_after !== null && step.retry_after !== undefined) {
         row(parent, "probe in", null, null, duration(step.retry_after));
       }
