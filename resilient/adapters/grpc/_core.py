@@ -890,7 +890,7 @@ class ServerCore:
     @staticmethod
     def gone(context: Any) -> bool:
         """Whether the client went away (cancelled, or its deadline passed): a
-        handler that ends then gives no verdict, like a cancelled call."""
+        handler that fails then gives no verdict, like a cancelled call."""
         is_active = getattr(context, "is_active", None)
         return callable(is_active) and not is_active()
 

@@ -58,8 +58,6 @@ def unary_behaviour(core: ServerCore, plan: Plan, method: str, original: Behavio
             if core.is_failure(context):
                 raise
             return Answered(exc)  # abort(NOT_FOUND...): an answer, not a failure
-        if core.gone(context):
-            raise Cancelled(result)
         if core.failed_status(context):
             raise HandlerFailed(result)
         return result
@@ -131,8 +129,6 @@ def stream_behaviour(core: ServerCore, plan: Plan, method: str, original: Behavi
             if core.is_failure(context):
                 raise
             return Answered(exc)
-        if core.gone(context):
-            raise Cancelled(None)
         if core.failed_status(context):
             raise HandlerFailed(None)
         return None
