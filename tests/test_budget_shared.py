@@ -32,12 +32,16 @@ class Outage:
 
 
 def run_calls(retry: rs.Retry, outage: Outage, calls: int, flavour: str) -> None:
-    """*calls* calls through ``call``, or through ``acall`` in one event loop."""
+    """*calls* calls through ``call``, or through ``acall`` in one event loop (a Redis
+    budget's connection for that loop is closed before the loop ends)."""
 
     async def many() -> None:
         for _ in range(calls):
             with pytest.raises(ConnectionError):
                 await retry.acall(outage.acall)
+        aclose = getattr(retry.config.budget, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
     if flavour == "async":
         asyncio.run(many())

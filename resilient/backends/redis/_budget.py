@@ -198,7 +198,7 @@ class RedisRetryBudget(RetryBudget):
     async def aclose(self) -> None:
         """Close the async connection of the running event loop, if the budget made it."""
         if self._owned is not None:
-            await self._owned.aclose()  # type: ignore[attr-defined]
+            await self._shared.clients_for(AsyncClients).aclose()
 
     # -- the exchange with Redis ---------------------------------------------------------------
 
