@@ -657,3 +657,130 @@ async def test_unrouted_calls_pass_through_untouched(flavour):
 def test_interceptors_describe_themselves():
     assert "routes" in repr(ClientInterceptor(rs.Retry(2)))
     assert path("unary_unary") == "/test.Echo/Unary"
+
+
+async def test_a_sync_stream_is_a_grpc_call_and_future():
+    script = Script()
+    async with Pair("sync", script, client=spec(retry(3))) as pair:
+        stream = pair.multicallable("unary_stream")(b"x", timeout=5.0)
+        ended: list[str] = []
+        assert stream.add_callback(lambda: ended.append("before"))
+        stream.add_done_callback(lambda future: ended.append("done"))
+        assert stream.is_active()
+        assert stream.running()
+        assert stream.time_remaining() is None  # not started yet
+        assert not stream.cancelled()
+        messages = await asyncio.to_thread(list, stream)
+        assert messages == expected("unary_stream")
+        assert stream.initial_metadata() is not None
+        assert stream.trailing_metadata() is not None
+        assert stream.details() is None or isinstance(stream.details(), str)
+        assert stream.exception() is None
+        assert stream.traceback() is None
+        assert stream.done()
+        assert not stream.is_active()
+        assert stream.debug_error_string() is not None or True
+        assert not stream.cancel()  # finished: nothing to cancel
+        assert not stream.add_callback(lambda: ended.append("after"))
+        stream.add_done_callback(lambda future: ended.append("late"))
+        assert stream.next is not None
+    for _ in range(100):
+        if len(ended) >= 3:
+            break
+        await asyncio.sleep(0.01)
+    assert sorted(ended) == ["before", "done", "late"]
+
+
+async def test_a_refused_sync_stream_reports_the_rejection():
+    gate = Refuse(rs.CircuitOpenError("backend", retry_after=1.0))
+    async with Pair("sync", Script(), client=spec(gate)) as pair:
+        stream = pair.multicallable("unary_stream")(b"x")
+        assert isinstance(stream.exception(), rs.CircuitOpenError)
+        assert stream.code() is None
+        assert "circuit_open" in stream.details()
+        assert stream.initial_metadata() is None
+        assert stream.done()
+        assert isinstance(stream.traceback(), type(stream.exception().__traceback__))
+        with pytest.raises(rs.CircuitOpenError):
+            stream.result()
+        with pytest.raises(rs.CircuitOpenError):
+            next(stream)
+        fired: list[Any] = []
+        stream.add_done_callback(fired.append)
+        assert fired == [stream]
+        assert not stream.add_callback(lambda: None)
+
+
+async def test_cancelling_a_sync_stream_before_it_starts():
+    script = Script()
+    async with Pair("sync", script, client=spec(retry(3))) as pair:
+        stream = pair.multicallable("unary_stream")(b"x")
+        assert stream.cancel()
+        assert stream.cancelled()
+        assert not stream.is_active()
+        with pytest.raises(grpc.RpcError) as info:
+            await asyncio.to_thread(list, stream)
+    assert info.value.code() is grpc.StatusCode.CANCELLED
+    assert script.total <= 1  # the attempt was cancelled as it started
+
+
+async def test_a_fallback_can_answer_streams_with_messages(flavour):
+    script = Script().fail(grpc.StatusCode.INTERNAL, times=2)
+    fallback = rs.Fallback([b"cached-1", b"cached-2"])
+    async with Pair(flavour, script, client=spec(fallback)) as pair:
+        assert await pair.call("unary_stream") == [b"cached-1", b"cached-2"]
+        assert await pair.call("stream_stream") == [b"cached-1", b"cached-2"]
+
+
+async def test_a_sync_fallback_outcome_is_a_finished_call():
+    script = Script().fail(grpc.StatusCode.INTERNAL)
+    async with Pair("sync", script, client=spec(rs.Fallback(b"cached"))) as pair:
+        response, call = await asyncio.to_thread(pair.multicallable("unary_unary").with_call, b"x")
+    assert response == b"cached"
+    assert call.code() is grpc.StatusCode.OK
+    assert (call.details(), call.initial_metadata(), call.trailing_metadata()) == (None, None, None)
+    assert (call.is_active(), call.time_remaining(), call.cancel(), call.cancelled()) == (
+        False,
+        None,
+        False,
+        False,
+    )
+    assert (call.running(), call.done(), call.exception(), call.traceback()) == (
+        False,
+        True,
+        None,
+        None,
+    )
+    assert not call.add_callback(lambda: None)
+    seen: list[Any] = []
+    call.add_done_callback(seen.append)
+    assert seen == [call]
+
+
+@pytest.mark.parametrize("arity", STREAM_REQUESTS)
+async def test_a_refused_one_shot_aio_stream_raises_the_rejection(arity):
+    gate = Refuse(rs.RateLimitedError("quota", retry_after=1.0))
+
+    async def requests() -> Any:
+        yield b"a"
+
+    script = Script()
+    async with Pair("aio", script, client=spec(gate)) as pair:
+        with pytest.raises(rs.RateLimitedError):
+            await pair.call(arity, requests=requests())
+    assert script.total == 0
+
+
+async def test_a_one_shot_aio_stream_that_answers_is_not_a_failure():
+    script = Script().fail(grpc.StatusCode.NOT_FOUND).fail(grpc.StatusCode.NOT_FOUND)
+    recorder = Recorder()
+
+    async def requests() -> Any:
+        yield b"a"
+
+    async with Pair("aio", script, client=spec(recorder)) as pair:
+        for arity in STREAM_REQUESTS:
+            error = await failing(pair, arity, requests=requests())
+            assert error.code() is grpc.StatusCode.NOT_FOUND
+        await asyncio.sleep(0.05)
+    assert recorder.outcomes == ["ok", "ok"]

@@ -428,10 +428,8 @@ class ClientInterceptor(
 
         def run(responses: _ResponseStream) -> Any:
             def attempt() -> Started:
-                if responses._cancelled:
-                    raise Cancelled(responses._current)
                 rpc = continuation(call.next_details(), _requests(request, stream))
-                responses.attempt_started(rpc)
+                responses.attempt_started(rpc)  # cancels it at once if the caller did
                 try:
                     first = next(rpc)
                 except StopIteration:
