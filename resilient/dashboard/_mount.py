@@ -9,6 +9,7 @@ from typing import Any
 
 from .._pipeline import Policy
 from ._app import Auth, DashboardApp
+from ._snapshot import _is_policy
 
 __all__ = ["middleware_dashboard"]
 
@@ -24,7 +25,7 @@ def middleware_dashboard(
         if isinstance(registry, Mapping):
             for name in registry:
                 policy = registry[name]
-                if isinstance(policy, Policy):
+                if _is_policy(policy):
                     items[str(name)] = policy
         shown = {id(policy) for policy in items.values()}
         table = getattr(middleware, "_table", None)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._algorithms import ALGORITHMS, status
 from .._errors import ConfigError
-from .._pipeline import Pipeline, Policy
+from .._pipeline import Pipeline, Policy, PolicyBase
 
 if TYPE_CHECKING:
     from ._live import LiveStats
@@ -98,23 +98,28 @@ def snapshot(
 # -- what a source holds ---------------------------------------------------------------------
 
 
+def _is_policy(value: object) -> bool:
+    """``isinstance(value, Policy)``, without the protocol check's cost for our policies."""
+    return isinstance(value, PolicyBase | Policy)  # the cheap check first
+
+
 def policy_items(source: Source) -> list[tuple[str, Policy]]:
     """``(name, policy)`` for every policy of *source* (see :func:`snapshot`)."""
-    if not isinstance(source, Policy) and callable(source):
+    if not _is_policy(source) and callable(source):
         source = source()
-    if isinstance(source, Policy):
+    if _is_policy(source):
         return [(_name(source), source)]
     if isinstance(source, Mapping):
         items = []
         for name, policy in list(source.items()):
-            if not isinstance(policy, Policy):
+            if not _is_policy(policy):
                 raise ConfigError(f"policies[{name!r}]", policy, "a policy")
             items.append((str(name), policy))
         return items
     if isinstance(source, Iterable) and not isinstance(source, str | bytes):
         items = []
         for index, policy in enumerate(source):
-            if not isinstance(policy, Policy):
+            if not _is_policy(policy):
                 raise ConfigError(f"policies[{index}]", policy, "a policy")
             items.append((_name(policy), policy))
         return items
