@@ -28,7 +28,7 @@ SECONDS = 3.0
 RATE = 100
 
 WORKER = r"""
-import json, sys, time
+import json, struct, sys, time
 from resilient.backends import Limit
 from resilient.backends.redis import RedisStore
 
@@ -42,7 +42,7 @@ class Stamped(RedisStore):
     def _decode(self, reply):
         made = super()._decode(reply)
         if made.allowed:
-            stamps.append(reply[5].decode())
+            stamps.append(repr(struct.unpack("<dddddd", reply)[5]))
         return made
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
+import struct
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
@@ -29,6 +30,7 @@ from ..memory import MemoryStore
 from ._connection import DEFAULT_TIMEOUT, client_options
 from ._errors import backend_error, is_outage
 from ._keys import DEFAULT_PREFIX, check_prefix, tagged
+from ._scripts import rate_limit_script
 from ._url import RedisTarget, parse_redis_url
 
 if TYPE_CHECKING:
@@ -46,7 +48,9 @@ _CODES: Final = {
     "sliding_counter": "sc",
     "fixed_window": "fw",
 }
-_SERVER_TIME: Final = b""
+_SERVER_TIME: Final = math.nan
+_CALL: Final = struct.Struct("<ddd")
+_REPLY: Final = struct.Struct("<dddddd")
 _KEEP_SERVER_MS: Final = 1_000
 """Milliseconds a key outlives its state on the server's clock (it is empty by then)."""
 _KEEP_CLIENT_MS: Final = 60_000
@@ -80,33 +84,47 @@ def _signature(limit: Limit) -> str:
 class Plan:
     """How one set of limits becomes keys and script arguments (built once per set).
 
-    The state of a key under these limits lives in a hash named
+    The state of a key under these limits lives in one string key named
     ``<prefix>:{<key>}:<signature>``, where the signature spells every limit
     (``tb100/1.0``, ``sl1000/60.0``...), so a limiter whose rate changes starts
     afresh instead of misreading old state; each sliding-log limit adds a
-    sorted set named after the hash, ``...:log<i>``.
+    sorted set named after it, ``...:log<i>``.
     """
 
-    __slots__ = ("capacity", "horizon", "limits", "logs", "spec", "suffix")
+    __slots__ = (
+        "acquire",
+        "capacity",
+        "codes",
+        "horizon",
+        "limits",
+        "logs",
+        "packed",
+        "release",
+        "suffix",
+    )
 
-    def __init__(self, limits: tuple[Limit, ...]) -> None:
+    def __init__(self, limits: tuple[Limit, ...], keep: int) -> None:
         self.limits = limits
         self.capacity = min(limit.capacity for limit in limits)
         self.horizon = max(horizon(limit) for limit in limits)
         self.suffix = ":" + ",".join(_signature(limit) for limit in limits)
         logs: list[str] = []
-        spec: list[Any] = [len(limits)]
+        numbers: list[float] = [self.horizon, keep]
         for index, limit in enumerate(limits, 1):
             log = 0
             if limit.algorithm == "sliding_log":
                 logs.append(f":log{index}")
                 log = len(logs) + 1
-            initial = b"" if limit.initial is None else limit.initial
-            spec += [_CODES[limit.algorithm], limit.amount, limit.period, limit.capacity]
-            spec += [initial, log]
+            initial = math.nan if limit.initial is None else limit.initial
+            numbers += [limit.amount, limit.period, limit.capacity, initial, log]
         self.logs = tuple(logs)
-        self.spec = tuple(spec)
-        """``n`` and six values per limit: the tail of every script call's ARGV."""
+        codes = [_CODES[limit.algorithm] for limit in limits]
+        self.codes = "".join(codes).encode()
+        """The algorithms, two letters each: ARGV[2] of every script call."""
+        self.packed = struct.pack(f"<{len(numbers)}d", *numbers)
+        """horizon, keep and five doubles per limit: ARGV[3] of every script call."""
+        self.acquire = rate_limit_script("acquire.lua", frozenset(codes))
+        self.release = rate_limit_script("release.lua", frozenset(codes))
 
     def keys(self, prefix: str, key: str) -> list[str]:
         base = tagged(prefix, key) + self.suffix
@@ -245,7 +263,7 @@ class Shared:
         if plan is None:
             if not key or not all(isinstance(limit, Limit) for limit in key):
                 raise ConfigError("limits", limits, "one or more resilient.backends.Limit")
-            plan = self.plans.setdefault(key, Plan(key))
+            plan = self.plans.setdefault(key, Plan(key, self.keep))
         return plan
 
 
@@ -378,28 +396,26 @@ class StoreCore:
             raise ConfigError("key", key, "a str (the limiter's name and the caller's key)")
         return plan.keys(self._shared.prefix, key)
 
-    def _now(self) -> Any:
+    def _now(self) -> float:
         clock = self._shared.clock
         return _SERVER_TIME if clock is None else clock.monotonic()
 
     def _acquire_args(self, plan: Plan, cost: int, max_wait: float) -> list[Any]:
-        wait = float(max_wait) if max_wait > 0 else 0
-        return [self._now(), cost, wait, plan.horizon, self._shared.keep, *plan.spec]
+        call = _CALL.pack(self._now(), cost, max_wait if max_wait > 0 else 0.0)
+        return [call, plan.codes, plan.packed]
 
     def _release_args(self, plan: Plan, cost: int, wait_left: float) -> list[Any]:
-        return [self._now(), cost, float(wait_left), *plan.spec]
+        return [_CALL.pack(self._now(), cost, wait_left), plan.codes, plan.packed]
 
     @staticmethod
     def _decode(reply: Any) -> Decision:
         """The :class:`Decision` in an ``acquire.lua`` reply."""
         try:
-            admitted, wait, remaining, capacity, reset_after = reply[:5]
-            if type(remaining) is not int or type(capacity) is not int:
-                raise TypeError
-            return decision(admitted == 1, float(wait), remaining, capacity, float(reset_after))
-        except (TypeError, ValueError) as exc:
+            admitted, remaining, capacity, wait, reset_after, _ = _REPLY.unpack(reply)
+        except (TypeError, struct.error) as exc:
             msg = f"unexpected reply to the rate-limit script: {reply!r:.200}"
             raise _BadReplyError(msg) from exc
+        return decision(admitted == 1.0, wait, int(remaining), int(capacity), reset_after)
 
     def _error(self, exc: BaseException, operation: str) -> BackendError:
         """*exc* as a BackendError (``__cause__`` set); an outage marks Redis down."""

@@ -13,7 +13,7 @@ import hashlib
 from dataclasses import dataclass
 from importlib.resources import files
 
-__all__ = ["ACQUIRE", "RATE_LIMIT_PARTS", "RELEASE", "Script", "lua_script", "read_lua"]
+__all__ = ["Script", "lua_script", "rate_limit_script", "read_lua"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,15 +41,18 @@ def lua_script(*parts: str) -> Script:
     return Script(parts[-1], text, sha)
 
 
-RATE_LIMIT_PARTS = (
-    "common.lua",
-    "token_bucket.lua",
-    "sliding_log.lua",
-    "sliding_counter.lua",
-    "fixed_window.lua",
-    "limits.lua",
-)
-"""The shared part of the rate-limit scripts."""
+_ALGORITHM_FILES = {
+    "tb": "token_bucket.lua",
+    "sl": "sliding_log.lua",
+    "sc": "sliding_counter.lua",
+    "fw": "fixed_window.lua",
+}
 
-ACQUIRE = lua_script(*RATE_LIMIT_PARTS, "acquire.lua")
-RELEASE = lua_script(*RATE_LIMIT_PARTS, "release.lua")
+
+@functools.cache
+def rate_limit_script(entry: str, codes: frozenset[str]) -> Script:
+    """``acquire.lua`` or ``release.lua`` for limits of the algorithms *codes*
+    (``"tb"``, ``"sl"``, ``"sc"``, ``"fw"``): only the code they need, so that each
+    run defines as little as possible."""
+    algorithms = [name for code, name in _ALGORITHM_FILES.items() if code in codes]
+    return lua_script("common.lua", *algorithms, "limits.lua", entry)

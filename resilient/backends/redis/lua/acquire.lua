@@ -1,47 +1,37 @@
 -- acquire.lua: take `cost` units from every limit of one key, or from none.
 --
--- KEYS[1]   hash: the key's state under one set of limits. Field 'x' is the
---           time (seconds) at which the state is empty again and is forgotten;
---           field i holds limit i's state (see the algorithm files).
--- KEYS[2..] sorted sets: the logs of the sliding-log limits, in limit order.
--- ARGV[1]   now: seconds on the caller's clock, or '' for the server's TIME.
--- ARGV[2]   cost: units to take, 1 <= cost <= every limit's capacity.
--- ARGV[3]   max_wait: seconds the caller will wait for a booking (0: no booking).
--- ARGV[4]   horizon: seconds after the last admission (or booked start) when
---           the state is empty again.
--- ARGV[5]   keep: milliseconds added to the keys' TTL beyond the horizon.
--- ARGV[6]   n: the number of limits, then six values per limit (see limits.lua).
--- Returns   {admitted (1 or 0), wait (seconds, string: how long a booked call
---           waits, or when a refused call would fit), remaining (units),
---           capacity (units), reset_after (seconds, string), now (seconds, string)}.
+-- KEYS[1]   string: the key's state under one set of limits (see limits.lua).
+-- KEYS[2..] sorted sets: the logs of its sliding-log limits, in limit order.
+-- ARGV[1]   doubles packed '<ddd': now (seconds on the caller's clock; NaN: the
+--           server's TIME), cost (units, 1 <= cost <= every capacity), and
+--           max_wait (seconds the caller will wait for a booking; 0: none).
+-- ARGV[2-3] the limits (see limits.lua).
+-- Returns   six doubles packed '<dddddd' (one bulk string: the cheapest reply to
+--           send and to read): admitted (1 or 0), remaining (units), capacity
+--           (units), wait (seconds: how long a booked call waits, or when a
+--           refused call would fit; 0 when admitted now), reset_after (seconds),
+--           and now (seconds: the time decided on).
 --
 -- One limit is decided by check(take) and, if it must wait, commit: the
 -- in-memory store's fast path. Several are checked first and committed at
--- the latest time any of them needs, or not at all.
+-- the latest time any of them needs, or not at all. A refusal that changed
+-- nothing writes nothing.
 
-local now = tonumber(ARGV[1]) or server_now()
-local cost = tonumber(ARGV[2])
-local max_wait = tonumber(ARGV[3])
-local horizon = tonumber(ARGV[4])
-local keep = tonumber(ARGV[5])
-local n = tonumber(ARGV[6])
-local limits = read_limits(7, n)
-
-local raw = redis.call('HMGET', KEYS[1], unpack(state_fields(limits)))
-local expires = tonumber(raw[1])
-local new = expires == nil or now >= expires
-if new then -- forget an expired state (and any log left without one)
-  if expires ~= nil then
-    redis.call('DEL', unpack(KEYS))
-  elseif #KEYS > 1 then
-    redis.call('DEL', unpack(KEYS, 2))
-  end
+local now, cost, max_wait = struct.unpack('<ddd', ARGV[1])
+if now ~= now then
+  now = server_now()
 end
+local limits, horizon, keep, layout = read_limits()
+local n = #limits
 
-local states = {}
-for i = 1, n do
-  if not new then
-    states[i] = limits[i].alg.load(limits[i], raw[i + 1])
+local expires, states = load_states(limits, layout)
+local new = expires == nil or now >= expires
+if new then
+  states = {}
+  if expires ~= nil then -- forget an expired state and its logs
+    redis.call('DEL', unpack(KEYS))
+  elseif #KEYS > 1 then -- logs left without a state
+    redis.call('DEL', unpack(KEYS, 2))
   end
 end
 
@@ -94,30 +84,22 @@ else
   end
 end
 
-local expiry = expires
-if admitted then
-  expiry = now + wait + horizon
-elseif new then
-  expiry = now + horizon
-end
-local ttl = math.ceil((expiry - now) * 1000) + keep
-local set = {'x', fmt(expiry)}
-local gone = {}
+local pruned = false
 for i = 1, n do
-  local l = limits[i]
-  local value = l.alg.save(l, states[i], ttl)
-  if value == nil then
-    gone[#gone + 1] = l.field
-  else
-    set[#set + 1] = l.field
-    set[#set + 1] = value
+  if type(states[i]) == 'table' and states[i].pruned then
+    pruned = true
   end
 end
-redis.call('HSET', KEYS[1], unpack(set))
-if #gone > 0 and not new then -- a new state has no old fields
-  redis.call('HDEL', KEYS[1], unpack(gone))
+if admitted or new or pruned then
+  local expiry = expires
+  if admitted then
+    expiry = now + wait + horizon
+  elseif new then
+    expiry = now + horizon
+  end
+  local ttl = math.ceil((expiry - now) * 1000) + keep
+  redis.call('SET', KEYS[1], pack_states(limits, layout, expiry, states, ttl), 'PX', ttl)
 end
-redis.call('PEXPIRE', KEYS[1], ttl)
 
 local remaining, capacity, reset_after = nil, nil, nil
 for i = 1, n do
@@ -127,8 +109,8 @@ for i = 1, n do
     remaining, capacity, reset_after = left, l.capacity, reset
   end
 end
-local admitted_flag = 0
+local flag = 0
 if admitted then
-  admitted_flag = 1
+  flag = 1
 end
-return {admitted_flag, fmt(wait), remaining, capacity, fmt(reset_after), fmt(now)}
+return struct.pack('<dddddd', flag, remaining, capacity, wait, reset_after, now)

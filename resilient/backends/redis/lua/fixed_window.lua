@@ -1,26 +1,27 @@
--- fixed_window.lua: back-to-back windows of `period` seconds (one hash field).
+-- fixed_window.lua: back-to-back windows of `period` seconds.
 --
 -- State: {start, count, ahead}: the current window's start (seconds), the
 -- units counted in it, and the units booked into the next window by waiting
--- callers; nil when empty. Stored as the hash field of the limit
--- (KEYS[1][field]) as "start count ahead" (start written with %.17g).
+-- callers; nil when empty. Three doubles in the state key (start NaN: nil).
 -- Windows start with the first call that finds no state.
 
-local FIXED_WINDOW = {}
+local FIXED_WINDOW = {width = 3}
+ALGORITHMS.fw = FIXED_WINDOW
 
-function FIXED_WINDOW.load(l, raw)
-  if not raw then
+function FIXED_WINDOW.load(l, values, i)
+  if values[i] ~= values[i] then
     return nil
   end
-  local start, count, ahead = string.match(raw, '^(%S+) (%S+) (%S+)$')
-  return {tonumber(start), tonumber(count), tonumber(ahead)}
+  return {values[i], values[i + 1], values[i + 2]}
 end
 
-function FIXED_WINDOW.save(l, s, ttl)
+function FIXED_WINDOW.save(l, s, out, ttl)
   if s == nil then
-    return nil
+    s = {NAN, 0, 0}
   end
-  return fmt(s[1]) .. ' ' .. fmt(s[2]) .. ' ' .. fmt(s[3])
+  out[#out + 1] = s[1]
+  out[#out + 1] = s[2]
+  out[#out + 1] = s[3]
 end
 
 function FIXED_WINDOW.check(l, s, now, cost, take)

@@ -1,27 +1,29 @@
--- sliding_counter.lua: the approximate sliding window (two counts in one hash field).
+-- sliding_counter.lua: the approximate sliding window (two windows' counts in one key).
 --
 -- State: {start, prev, curr, ahead}: the current fixed window's start
 -- (seconds), the previous window's count, the current window's count, and the
--- units booked into the next window; nil when empty. Stored as the hash field
--- of the limit (KEYS[1][field]) as "start prev curr ahead".
+-- units booked into the next window; nil when empty. Four doubles in the state
+-- key (start NaN: nil).
 -- The calls of the last `period` seconds are estimated as
 -- curr + prev * (the share of the previous window still inside the sliding one).
 
-local SLIDING_COUNTER = {}
+local SLIDING_COUNTER = {width = 4}
+ALGORITHMS.sc = SLIDING_COUNTER
 
-function SLIDING_COUNTER.load(l, raw)
-  if not raw then
+function SLIDING_COUNTER.load(l, values, i)
+  if values[i] ~= values[i] then
     return nil
   end
-  local start, prev, curr, ahead = string.match(raw, '^(%S+) (%S+) (%S+) (%S+)$')
-  return {tonumber(start), tonumber(prev), tonumber(curr), tonumber(ahead)}
+  return {values[i], values[i + 1], values[i + 2], values[i + 3]}
 end
 
-function SLIDING_COUNTER.save(l, s, ttl)
+function SLIDING_COUNTER.save(l, s, out, ttl)
   if s == nil then
-    return nil
+    s = {NAN, 0, 0, 0}
   end
-  return fmt(s[1]) .. ' ' .. fmt(s[2]) .. ' ' .. fmt(s[3]) .. ' ' .. fmt(s[4])
+  for k = 1, 4 do
+    out[#out + 1] = s[k]
+  end
 end
 
 local function counter_roll(l, s, now)

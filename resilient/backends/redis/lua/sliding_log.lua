@@ -1,59 +1,62 @@
--- sliding_log.lua: the exact sliding window (a sorted set, plus a hash field).
+-- sliding_log.lua: the exact sliding window (a sorted set, plus three doubles in the state key).
 --
--- State: the log of admitted units, in KEYS[l.key], a sorted set whose
--- members are "<stamp> <units>" scored by stamp (seconds, %.17g); one member
--- per instant (units at the same instant are merged), and members after `now`
--- are bookings of waiting callers. The hash field of the limit
--- (KEYS[1][field]) holds `used`, the total units of the log. In Lua the state
--- is {used, last (the newest stamp), last_member, last_units, add_at,
--- add_units (a commit not yet written)}, or nil when the log is empty.
+-- State: the log of admitted units in the limit's sorted set (l.key), one
+-- member per instant: the doubles {stamp, units} packed '<dd', scored by stamp
+-- (written with %.17g, so the score is the stamp exactly). Members after `now`
+-- are bookings of waiting callers. The state key holds `used` (the log's
+-- total; NaN or 0: empty) and the newest entry's stamp and units, so that
+-- neither a booking's place in line nor merging a call into the same instant
+-- needs another read. In Lua the state is {used, last, last_units, add_at,
+-- add_units (a commit not written yet), pruned}, or nil when the log is empty.
 -- The log is read oldest first in growing chunks, so a call touches only the
 -- entries that leave the window and, when it is full, the ones it must outlast.
 
-local SLIDING_LOG = {}
-
-local function log_entry(member)
-  local stamp, units = string.match(member, '^(%S+) (%d+)$')
-  return tonumber(stamp), tonumber(units)
-end
+local SLIDING_LOG = {width = 3}
+ALGORITHMS.sl = SLIDING_LOG
 
 local function log_member(stamp, units)
-  return fmt(stamp) .. ' ' .. units
+  return struct.pack('<dd', stamp, units)
 end
 
-function SLIDING_LOG.load(l, raw)
-  if raw then
-    return {used = tonumber(raw)}
-  end
-  return nil
-end
-
-function SLIDING_LOG.save(l, s, ttl)
-  if s == nil then
+function SLIDING_LOG.load(l, values, i)
+  local used = values[i]
+  if used ~= used or used <= 0 then
     return nil
   end
+  return {used = used, last = values[i + 1], last_units = values[i + 2]}
+end
+
+function SLIDING_LOG.save(l, s, out, ttl)
+  if s == nil or s.used <= 0 then
+    out[#out + 1] = NAN
+    out[#out + 1] = NAN
+    out[#out + 1] = NAN
+    return
+  end
+  local last, last_units = s.last, s.last_units
   if s.add_at ~= nil then
-    local units = s.add_units
-    if s.last ~= nil and s.last == s.add_at then
-      redis.call('ZREM', l.key, s.last_member)
-      units = units + s.last_units
+    if last == s.add_at then
+      redis.call('ZREM', l.key, log_member(last, last_units))
+      last_units = last_units + s.add_units
+    else
+      last, last_units = s.add_at, s.add_units
     end
-    redis.call('ZADD', l.key, fmt(s.add_at), log_member(s.add_at, units))
-  end
-  if s.used <= 0 then
-    return nil
+    redis.call('ZADD', l.key, string.format('%.17g', last), log_member(last, last_units))
   end
   if ttl ~= nil then
     redis.call('PEXPIRE', l.key, ttl)
   end
-  return fmt(s.used)
+  out[#out + 1] = s.used
+  out[#out + 1] = last
+  out[#out + 1] = last_units
 end
 
 function SLIDING_LOG.commit(l, s, at, cost)
   local made = {used = cost, add_at = at, add_units = cost}
   if s ~= nil then
     made.used = s.used + cost
-    made.last, made.last_member, made.last_units = s.last, s.last_member, s.last_units
+    made.last, made.last_units = s.last, s.last_units
+    made.pruned = s.pruned
   end
   return made
 end
@@ -77,7 +80,7 @@ function SLIDING_LOG.check(l, s, now, cost, take)
   while scanning do
     local members = redis.call('ZRANGE', l.key, offset, offset + chunk - 1)
     for i = 1, #members do
-      local stamp, units = log_entry(members[i])
+      local stamp, units = struct.unpack('<dd', members[i])
       if pruning then
         if now >= stamp + period then
           s.used = s.used - units
@@ -110,18 +113,16 @@ function SLIDING_LOG.check(l, s, now, cost, take)
   end
   if removed > 0 then
     redis.call('ZREMRANGEBYRANK', l.key, 0, removed - 1)
+    s.pruned = true
   end
   if pruning then -- nothing left in the window
     s.used = 0
-    s.last = nil
+    s.last, s.last_units = nil, nil
     if take then
       return now, SLIDING_LOG.commit(l, s, now, cost)
     end
     return now, s
   end
-  local newest = redis.call('ZRANGE', l.key, -1, -1)[1]
-  s.last, s.last_units = log_entry(newest)
-  s.last_member = newest
   if s.last > at then -- first in, first out: never before the newest booking
     return s.last, s
   end
@@ -151,15 +152,26 @@ function SLIDING_LOG.release(l, s, now, at, cost)
   if s == nil then
     return nil
   end
-  local members = redis.call('ZRANGEBYSCORE', l.key, '(' .. fmt(now), '+inf')
+  local members = redis.call('ZRANGEBYSCORE', l.key, '(' .. string.format('%.17g', now), '+inf')
   for i = 1, #members do
-    local stamp, units = log_entry(members[i])
+    local stamp, units = struct.unpack('<dd', members[i])
     if units >= cost then
       redis.call('ZREM', l.key, members[i])
       if units > cost then
-        redis.call('ZADD', l.key, fmt(stamp), log_member(stamp, units - cost))
+        local score = string.format('%.17g', stamp)
+        redis.call('ZADD', l.key, score, log_member(stamp, units - cost))
       end
       s.used = s.used - cost
+      if stamp == s.last then -- the newest entry: it shrank or went
+        if units > cost then
+          s.last_units = units - cost
+        else
+          local newest = redis.call('ZRANGE', l.key, -1, -1)[1]
+          if newest then
+            s.last, s.last_units = struct.unpack('<dd', newest)
+          end
+        end
+      end
       break
     end
   end

@@ -1,32 +1,32 @@
--- token_bucket.lua: GCRA, the token bucket's exact equivalent (one hash field).
+-- token_bucket.lua: GCRA, the token bucket's exact equivalent.
 --
--- State: `tat`, the theoretical arrival time (seconds): the time at which the
--- bucket would be full again; nil is a full bucket. Stored as the hash field
--- of the limit (KEYS[1][field]) as %.17g text.
+-- State: `tat`, the theoretical arrival time (seconds): when the bucket would
+-- be full again; nil is a full bucket. One double in the state key (NaN: nil).
 -- Limit values used: interval (seconds per token), tolerance (seconds of
--- credit in a full bucket), capacity and initial (tokens of a new bucket).
--- A call of `cost` fits when tat + cost * interval - tolerance <= now.
+-- credit in a full bucket), slack (a call due that soon is admitted now: the
+-- rounding of a burst's additions must not refuse a full bucket's last token),
+-- capacity and initial (tokens of a new bucket).
+-- A call of `cost` fits when tat + cost * interval - tolerance <= now + slack.
 
-local TOKEN_BUCKET = {}
+local TOKEN_BUCKET = {width = 1}
+ALGORITHMS.tb = TOKEN_BUCKET
 
-function TOKEN_BUCKET.load(l, raw)
-  if raw then
-    return tonumber(raw)
-  end
-  return nil
-end
-
-function TOKEN_BUCKET.save(l, tat, ttl)
-  if tat == nil then
+function TOKEN_BUCKET.load(l, values, i)
+  local tat = values[i]
+  if tat ~= tat then
     return nil
   end
-  return fmt(tat)
+  return tat
+end
+
+function TOKEN_BUCKET.save(l, tat, out, ttl)
+  out[#out + 1] = or_nan(tat)
 end
 
 function TOKEN_BUCKET.check(l, tat, now, cost, take)
   if tat ~= nil and tat > now then
     local at = tat + cost * l.interval - l.tolerance
-    if at > now then
+    if at > now + l.slack then
       return at, tat
     end
     if take then
