@@ -92,44 +92,41 @@ async def _watched(rpc: Any, verdict: asyncio.Future[Any]) -> AsyncIterator[Any]
         yield message
 
 
+# One grpc.aio interceptor per arity. Each binds its method to the shared
+# interceptor's at creation (no extra coroutine per call); the class methods
+# only satisfy grpc's abstract base classes.
+
+
 class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-    __slots__ = ("_owner",)
-
     def __init__(self, owner: AsyncClientInterceptor) -> None:
-        self._owner = owner
+        setattr(self, "intercept_unary_unary", owner.intercept_unary_unary)  # noqa: B010 - shadows the class method
 
-    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await self._owner.intercept_unary_unary(continuation, details, request)
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        raise NotImplementedError  # pragma: no cover - replaced in __init__
 
 
 class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
-    __slots__ = ("_owner",)
-
     def __init__(self, owner: AsyncClientInterceptor) -> None:
-        self._owner = owner
+        setattr(self, "intercept_unary_stream", owner.intercept_unary_stream)  # noqa: B010 - shadows the class method
 
-    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await self._owner.intercept_unary_stream(continuation, details, request)
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        raise NotImplementedError  # pragma: no cover - replaced in __init__
 
 
 class _StreamUnary(grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
-    __slots__ = ("_owner",)
-
     def __init__(self, owner: AsyncClientInterceptor) -> None:
-        self._owner = owner
+        setattr(self, "intercept_stream_unary", owner.intercept_stream_unary)  # noqa: B010 - shadows the class method
 
-    async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
-        return await self._owner.intercept_stream_unary(continuation, details, requests)
+    def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        raise NotImplementedError  # pragma: no cover - replaced in __init__
 
 
 class _StreamStream(grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
-    __slots__ = ("_owner",)
-
     def __init__(self, owner: AsyncClientInterceptor) -> None:
-        self._owner = owner
+        setattr(self, "intercept_stream_stream", owner.intercept_stream_stream)  # noqa: B010 - shadows the class method
 
-    async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
-        return await self._owner.intercept_stream_stream(continuation, details, requests)
+    def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        raise NotImplementedError  # pragma: no cover - replaced in __init__
 
 
 class AsyncClientInterceptor(Sequence[Any]):

@@ -867,16 +867,18 @@ class ServerCore:
 
     def asks(
         self, plan: Plan, method: str, request: Any, context: Any
-    ) -> Iterator[tuple[LimiterSlot, Hashable | None, int]]:
+    ) -> list[tuple[LimiterSlot, Hashable | None, int]]:
         """Each limiter of *plan* with the key and cost to ask it for."""
-        key = self.key_for(method, context) if plan.by_key else None
+        key = self.key(method, context) if plan.by_key and self.key is not None else None
+        asks = []
         for slot in plan.limiters:
             if slot.key_fn is not None:
                 slot_key = slot.key_fn(request, context)
             else:
                 slot_key = None if slot.fixed else key
             cost = slot.cost_fn(request, context) if slot.cost_fn is not None else slot.cost
-            yield slot, slot_key, cost
+            asks.append((slot, slot_key, cost))
+        return asks
 
     def deadline(self, context: Any) -> float | None:
         """Seconds the client gave this call, to publish for nested outgoing calls."""
