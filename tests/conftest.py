@@ -3,13 +3,63 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
-from collections.abc import Callable
+import builtins
+import gc
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 
 from resilient.testing import FakeClock
+
+# --- a guard against a CPython 3.11 bug --------------------------------------------
+# CPython 3.11 (and 3.12.0) keeps the AST converter's recursion counter in
+# interpreter-wide state. When the garbage collector runs a finalizer in the middle of
+# an ``ast.parse`` or a ``compile(tree)``, and that finalizer formats a traceback (3.11's
+# traceback formatting itself calls ``ast.parse``), the outer call fails with
+# "SystemError: AST constructor recursion depth mismatch", and with it whatever pytest
+# was importing or rewriting at that moment. The collector is paused while an AST is
+# built, so no finalizer can run inside one. Test-process only; the library is not
+# affected by it.
+if sys.version_info < (3, 12, 1):
+    _gc_lock = threading.Lock()
+    _gc_state = {"depth": 0, "was_enabled": True}
+
+    @contextmanager
+    def _gc_paused() -> Iterator[None]:
+        with _gc_lock:
+            if _gc_state["depth"] == 0:
+                _gc_state["was_enabled"] = gc.isenabled()
+                gc.disable()
+            _gc_state["depth"] += 1
+        try:
+            yield
+        finally:
+            with _gc_lock:
+                _gc_state["depth"] -= 1
+                if _gc_state["depth"] == 0 and _gc_state["was_enabled"]:
+                    gc.enable()
+
+    _ast_parse = ast.parse
+    _compile = builtins.compile
+
+    def _parse_paused(*args: Any, **kwargs: Any) -> Any:
+        with _gc_paused():
+            return _ast_parse(*args, **kwargs)
+
+    def _compile_paused(source: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(source, ast.AST):
+            with _gc_paused():
+                return _compile(source, *args, **kwargs)
+        return _compile(source, *args, **kwargs)
+
+    ast.parse = _parse_paused
+    builtins.compile = _compile_paused
 
 
 @pytest.fixture
@@ -45,7 +95,6 @@ def run(request: pytest.FixtureRequest) -> Runner:
 
 # --- real Redis servers (started once per session, on free loopback ports) ---
 
-from collections.abc import Iterator  # noqa: E402
 
 from _servers import RedisCluster, RedisServer, running_cluster  # noqa: E402
 
