@@ -41,6 +41,16 @@ async def abort(context: Any, rejection: Rejection) -> NoReturn:
 
 async def aadmit(core: ServerCore, plan: Plan, method: str, request: Any, context: Any) -> None:
     """Ask the method's rate limiters (their async form when they have one)."""
+    slot = plan.single
+    if slot is not None:  # the common case: one limiter, per the interceptor's key
+        key = core.key(method, context) if core.key is not None else None
+        if slot.is_async:
+            decision = await slot.limiter.atry_acquire(key, slot.cost)
+        else:
+            decision = slot.limiter.try_acquire(key, slot.cost)
+        if not decision.allowed:
+            await abort(context, limited(slot, key, decision))
+        return
     for slot, key, cost in core.asks(plan, method, request, context):
         if slot.is_async:
             decision = await slot.limiter.atry_acquire(key, cost)

@@ -685,6 +685,20 @@ class CallState:
 # --------------------------------------------------------------------------- server
 
 
+_PEERS: dict[str, str] = {}  # peer -> address: a connection's calls share its peer string
+
+
+def _address(peer: str) -> str:
+    scheme, _, address = peer.partition(":")
+    if scheme == "ipv4":
+        return address.rpartition(":")[0] or address
+    if scheme == "ipv6":
+        address = unquote(address)
+        host = address.rpartition(":")[0] if "]" in address else address
+        return host.strip("[]") or address
+    return peer
+
+
 def peer_key(method: str, context: Any) -> Hashable | None:
     """The client's address (without its port), the default rate-limit key.
 
@@ -696,14 +710,12 @@ def peer_key(method: str, context: Any) -> Hashable | None:
     peer = context.peer()
     if not isinstance(peer, str):
         return None
-    scheme, _, address = peer.partition(":")
-    if scheme == "ipv4":
-        return address.rpartition(":")[0] or address
-    if scheme == "ipv6":
-        address = unquote(address)
-        host = address.rpartition(":")[0] if "]" in address else address
-        return host.strip("[]") or address
-    return peer
+    address = _PEERS.get(peer)
+    if address is None:
+        if len(_PEERS) >= 4096:
+            _PEERS.clear()
+        address = _PEERS[peer] = _address(peer)
+    return address
 
 
 def metadata_key(name: str, fallback: KeyFunc | None = peer_key) -> KeyFunc:
@@ -763,7 +775,7 @@ class Plan:
     registry is skipped with a warning).
     """
 
-    __slots__ = ("by_key", "limiters", "policies")
+    __slots__ = ("by_key", "limiters", "policies", "single")
 
     def __init__(self, policy: Policy | None) -> None:
         items = flatten(policy)
@@ -776,6 +788,9 @@ class Plan:
             items = [item for item in items if not isinstance(item, Retry)]
         self.limiters = tuple(LimiterSlot(item) for item in items if is_limiter(item))
         self.by_key = any(not slot.own_key() for slot in self.limiters)
+        only = self.limiters[0] if len(self.limiters) == 1 else None
+        self.single = only if only is not None and not only.own_key() and not only.cost_fn else None
+        """The only limiter, when it counts per the interceptor's key at a fixed cost."""
         self.policies: tuple[Policy, ...] = tuple(item for item in items if not is_limiter(item))
         """The other policies, outermost first, run around the handler."""
 
@@ -902,15 +917,21 @@ class ServerCore:
         A handler that aborted with an answer (``NOT_FOUND``...) did not fail;
         one that raised without setting a code ends with ``UNKNOWN``, a failure.
         """
-        code_of = getattr(context, "code", None)
-        code = code_of() if callable(code_of) else None
+        code = _code(context)
         return code is None or code in self.failure_codes
 
     def failed_status(self, context: Any) -> bool:
         """Whether a handler that returned normally set a failure code."""
-        code_of = getattr(context, "code", None)
-        code = code_of() if callable(code_of) else None
+        code = _code(context)
         return code is not None and code in self.failure_codes
+
+
+def _code(context: Any) -> Any:
+    """The status code a handler set (``None``: none, or a context that cannot tell)."""
+    try:
+        return context.code()
+    except AttributeError:  # grpc.aio's context for sync handlers has no code()
+        return None
 
 
 class HandlerFailed(Exception):  # noqa: N818 - raised inside the policies only

@@ -40,6 +40,13 @@ def abort(context: Any, rejection: Rejection) -> NoReturn:
 
 def admit(core: ServerCore, plan: Plan, method: str, request: Any, context: Any) -> None:
     """Ask the method's rate limiters (keyed); abort with ``RESOURCE_EXHAUSTED`` if refused."""
+    slot = plan.single
+    if slot is not None:  # the common case: one limiter, per the interceptor's key
+        key = core.key(method, context) if core.key is not None else None
+        decision = slot.limiter.try_acquire(key, slot.cost)
+        if not decision.allowed:
+            abort(context, limited(slot, key, decision))
+        return
     for slot, key, cost in core.asks(plan, method, request, context):
         decision = slot.limiter.try_acquire(key, cost)
         if not decision.allowed:
