@@ -24,6 +24,13 @@ patterns to policies, such as a config registry). Needs the ``grpc`` extra.
 
 from __future__ import annotations
 
+try:
+    import grpc as _grpc  # noqa: F401 - fail early, with the install hint
+except ImportError as exc:  # pragma: no cover - exercised without grpcio
+    raise ImportError(
+        "resilient.adapters.grpc needs grpcio: pip install 'resilient-middleware[grpc]'"
+    ) from exc
+
 from ._aio_client import AsyncClientInterceptor
 from ._aio_server import AsyncServerInterceptor
 from ._client import ClientInterceptor
