@@ -208,8 +208,10 @@ class LiveStats:
                 return
         if kind is CircuitStateChanged:
             change = StateChange(event, time.time())  # type: ignore[arg-type]
-            self._changes.append(change)
-            for watcher in self._watchers:
+            with self._lock:
+                self._changes.append(change)
+                watchers = self._watchers
+            for watcher in watchers:
                 try:
                     watcher(change)
                 except Exception:  # a watcher must not break the policy's path
@@ -255,7 +257,8 @@ class LiveStats:
 
     def changes(self, since: float | None = None) -> list[StateChange]:
         """The last 50 circuit state changes (those after wall time *since*), oldest first."""
-        found = list(self._changes)
+        with self._lock:
+            found = list(self._changes)
         return found if since is None else [c for c in found if c.time > since]
 
     # -- attaching -------------------------------------------------------------------------
