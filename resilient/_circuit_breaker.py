@@ -49,13 +49,12 @@ import itertools
 import math
 import sys
 import threading
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple, TypeAlias
 
-from ._clock import Clock, SystemClock
+from ._clock import Clock
 from ._duration import Duration, to_seconds
 from ._errors import CircuitOpenError, ConfigError
 from ._pipeline import PolicyBase
@@ -349,7 +348,7 @@ def retry_after_until(until: float, now: float) -> float:
 def _monotonic(clock: Clock) -> Callable[[], float]:
     """*clock*'s ``monotonic``; for the system clock, the builtin it wraps (one frame less
     on every call, same readings)."""
-    return time.monotonic if type(clock) is SystemClock else clock.monotonic
+    return clock.monotonic  # SystemClock's is time.monotonic itself
 
 
 _LOCK_FREE: bool = getattr(sys, "_is_gil_enabled", lambda: True)()

@@ -42,8 +42,8 @@ class SystemClock:
 
     __slots__ = ()
 
-    def monotonic(self) -> float:
-        return time.monotonic()
+    # The builtin itself: ``clock.monotonic`` costs no Python frame on hot paths.
+    monotonic = staticmethod(time.monotonic)
 
     def sleep(self, seconds: float) -> None:
         if seconds > 0:

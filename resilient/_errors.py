@@ -148,7 +148,15 @@ class RejectedError(ResilienceError):
         self.key = key
         self.reason = reason or self.default_reason
         self.retry_after = retry_after
-        super().__init__(self._describe())
+        # The message is built on demand (str/repr): a rejection is raised on the hot
+        # path of an overloaded service and is often caught without being printed.
+        super().__init__(policy)
+
+    def __str__(self) -> str:
+        return self._describe()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._describe()!r})"
 
     def _describe(self) -> str:
         parts = [f"{self.policy!r} rejected the call ({self.reason})"]

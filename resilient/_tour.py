@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 from ._circuit_breaker import CircuitBreaker
+from ._clock import SYSTEM_CLOCK
 from ._errors import CircuitOpenError, RejectedError
 from .observability._events import CircuitStateChanged, RetryScheduled
 from .testing import RecordingListener
@@ -80,7 +80,7 @@ def _upstream(started: float, store: str | None) -> Any:
             return
         if scope["type"] != "http":
             return
-        elapsed = time.monotonic() - started
+        elapsed = SYSTEM_CLOCK.monotonic() - started
         hits["requests"] += 1
         down = DOWN_FROM <= elapsed < DOWN_UNTIL
         status, body = (503, b"down") if down else (200, b'{"price": 101.5}')
@@ -105,12 +105,12 @@ class _Server:
 
     def __enter__(self) -> str:
         self.thread.start()
-        deadline = time.monotonic() + 10
+        deadline = SYSTEM_CLOCK.monotonic() + 10
         while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
+            if SYSTEM_CLOCK.monotonic() > deadline or not self.thread.is_alive():
                 msg = "the demo's upstream server did not start"
                 raise RuntimeError(msg)
-            time.sleep(0.01)
+            SYSTEM_CLOCK.sleep(0.01)
         port = self.server.servers[0].sockets[0].getsockname()[1]
         return f"http://127.0.0.1:{port}"
 
@@ -136,7 +136,7 @@ def run_tour(print_: Callable[[str], object] = print, redis_url: str | None = No
     registry = load_config(text, format="toml", listeners=[recorder])
     pipeline = registry["upstream"]
     breaker = next(p for p in pipeline.policies if isinstance(p, CircuitBreaker))
-    started = time.monotonic()
+    started = SYSTEM_CLOCK.monotonic()
     app, hits = _upstream(started, redis_url)
     totals = Counter[str]()
     transitions: list[str] = []
@@ -150,7 +150,7 @@ def run_tour(print_: Callable[[str], object] = print, redis_url: str | None = No
         transport = ResilientTransport(pipeline, transport=httpx.HTTPTransport())
         with httpx.Client(transport=transport, base_url=base) as client:
             last, repeats = "", 0
-            while (now := time.monotonic() - started) < BURST_AT:
+            while (now := SYSTEM_CLOCK.monotonic() - started) < BURST_AT:
                 recorder.clear()
                 outcome = _one(lambda: client.get("/quote").status_code)
                 totals[outcome] += 1
@@ -166,15 +166,16 @@ def run_tour(print_: Callable[[str], object] = print, redis_url: str | None = No
                         print_(f"          ... and {repeats} more like that")
                     print_(row)
                     last, repeats = row, 0
-                time.sleep(0.03)  # the client's own pace between requests (real time)
+                SYSTEM_CLOCK.sleep(0.03)  # the client's own pace between requests (real time)
             if repeats:
                 print_(f"          ... and {repeats} more like that")
-        print_(f"  {time.monotonic() - started:5.2f}s  burst of 12 concurrent requests, paced by")
+        elapsed = SYSTEM_CLOCK.monotonic() - started
+        print_(f"  {elapsed:5.2f}s  burst of 12 concurrent requests, paced by")
         print_("          the client's own limiter (40/s, waits up to 250ms):")
-        t0 = time.monotonic()
+        t0 = SYSTEM_CLOCK.monotonic()
         burst = asyncio.run(_burst(base, pipeline, AsyncResilientTransport))
         totals.update(burst)
-        took = (time.monotonic() - t0) * 1000
+        took = (SYSTEM_CLOCK.monotonic() - t0) * 1000
         print_(
             "          "
             + ", ".join(f"{n} x {o}" for o, n in sorted(burst.items()))

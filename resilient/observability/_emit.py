@@ -153,7 +153,7 @@ class Emitter:
         the ``"resilient"`` logger is enabled for that event's level. A policy on a
         hot path (a rate limiter refusing a flood) can skip building events nobody
         would see."""
-        if issubclass(kind, CallSucceeded | CallFailed):
+        if kind is CallSucceeded or kind is CallFailed:
             return self.listening
         if self.observed:
             return True
