@@ -44,6 +44,8 @@ SLOW = 2
 """Outcome flag: the call took longer than ``slow_call_duration``."""
 
 _MAX_BUCKETS = 10_000
+_MAX_SIZE = 1_000_000
+"""The largest count window: a byte per call, so at most 1 MB per breaker."""
 
 
 def _positive_int(value: object, name: str, limit: int | None = None) -> int:
@@ -56,12 +58,12 @@ def _positive_int(value: object, name: str, limit: int | None = None) -> int:
 
 @dataclass(frozen=True, slots=True)
 class CountWindow:
-    """Judge the breaker on its last ``size`` calls (default 100)."""
+    """Judge the breaker on its last ``size`` calls (default 100, at most 1,000,000)."""
 
     size: int = 100
 
     def __post_init__(self) -> None:
-        _positive_int(self.size, "window.size")
+        _positive_int(self.size, "window.size", _MAX_SIZE)
 
     def tally(self) -> CountTally:
         """A fresh, empty tally for this window."""

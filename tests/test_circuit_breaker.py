@@ -846,3 +846,11 @@ def test_empty_or_bad_windows_raise_config_error(make, path):
     with pytest.raises(rs.ConfigError) as info:
         make()
     assert info.value.path == path
+
+
+def test_window_size_is_bounded_so_a_typo_cannot_exhaust_memory():
+    from resilient import ConfigError, CountWindow
+
+    assert CountWindow(1_000_000).size == 1_000_000
+    with pytest.raises(ConfigError, match="between 1 and 1000000"):
+        CountWindow(10**12)
