@@ -345,6 +345,18 @@ async def test_a_viewer_that_never_reads_is_skipped_then_dropped_and_the_app_nev
     await asyncio.gather(slow_task, return_exceptions=True)
 
 
+async def test_each_stream_ends_after_max_stream_asking_the_page_back() -> None:
+    app = DashboardApp([rs.Timeout(1.0)], interval=30, max_stream=0.2)
+    stream = Stream()
+    started = time.monotonic()
+    await asyncio.wait_for(app(scope("/events"), stream.receive, stream.send), 5)
+    assert 0.2 <= time.monotonic() - started < 3
+    assert [kind for kind, _ in stream.events()] == ["snapshot", "update", "reconnect"]
+    assert stream.chunks[-1] == b"event: reconnect\ndata: {}\n\n"
+    assert app.connections == 0
+    assert not app.hub.viewers
+
+
 def test_viewer_queue_is_bounded_and_keeps_the_newest() -> None:
     viewer = _Viewer(3)
     for index in range(10):

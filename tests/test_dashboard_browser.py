@@ -157,6 +157,15 @@ def protected(
     return app, breaker
 
 
+def until(page: Any, predicate: Any, seconds: float) -> None:
+    """Poll the page (a real browser) until *predicate* holds; fail after *seconds*.
+    (The page's CSP forbids eval, so Playwright's wait_for_function cannot poll it.)"""
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, "the page did not get there in time"
+        page.wait_for_timeout(50)
+
+
 def card(name: str) -> str:
     return f'article.card[data-policy="{name}"]'
 
@@ -192,9 +201,7 @@ def test_a_limiters_rejections_appear(page: Any, serve: Any) -> None:
     statuses = [httpx.get(server.url + "/", timeout=5).status_code for _ in range(10)]
     assert statuses.count(429) == 8
     rejected = card("per-client") + ' [data-metric="rejected"] b'
-    page.wait_for_function(
-        f"document.querySelector('{rejected}').textContent !== '0'", timeout=3_000
-    )
+    until(page, lambda: page.text_content(rejected) not in ("0", "\u2013"), 3.0)
     assert float(page.text_content(rejected)) > 0
     assert page.is_visible(card("per-client") + ' [data-reason="rate_limited"]')
     key = card("per-client") + ' .key[data-key="ip:127.0.0.1"]'
@@ -222,6 +229,24 @@ def test_the_page_reconnects_after_the_server_restarts(page: Any, serve: Any) ->
     page.wait_for_selector('#connection[data-status="live"]', timeout=5_000)
     assert page.query_selector(card("upstream")) is None
     assert "0 / 3" in page.text_content(card("after-restart") + " .rows")
+
+
+def test_planned_reconnects_keep_the_page_live(page: Any, serve: Any) -> None:
+    app, _ = protected(interval=0.2)
+    app._dashboard.max_stream = 0.5  # each stream ends after half a second
+    server = serve(app)
+    page.goto(server.url + PREFIX + "/")
+    page.wait_for_selector('#connection[data-status="live"]', timeout=10_000)
+    page.evaluate(
+        """() => new MutationObserver(() => {
+            (window.seen = window.seen || []).push(
+                document.getElementById("connection").dataset.status);
+        }).observe(document.getElementById("connection"), {attributes: true})"""
+    )
+    until(page, lambda: int(page.get_attribute("body", "data-snapshots") or 0) >= 4, 10.0)
+    statuses = page.evaluate("window.seen || []")
+    assert set(statuses) <= {"live"}, statuses
+    assert page.errors == []
 
 
 def session_only(scope: dict[str, Any]) -> bool:

@@ -71,6 +71,7 @@ _COMMON: Final = [
     (b"referrer-policy", b"no-referrer"),
 ]
 _RETRY_MS: Final = 1000
+_RECONNECT: Final = b"event: reconnect\ndata: {}\n\n"
 _RECENT: Final = 5  # seconds of history in each update
 _MIN_GAP: Final = 0.05  # seconds between two frames when state changes come in a burst
 
@@ -237,6 +238,9 @@ class DashboardApp:
         max_viewers: live-stream connections at once; more are refused with 503.
         queue_size: frames queued per viewer before the oldest is dropped.
         max_lag: ticks a viewer may go without taking a frame before it is dropped.
+        max_stream: seconds one live-stream response lasts; the page is then asked to
+            reconnect at once (and gets a fresh snapshot). A server that stops waits
+            for open responses to end, so this is the longest an open page delays it.
         title: the page's title.
     """
 
@@ -252,14 +256,16 @@ class DashboardApp:
         max_viewers: int = 100,
         queue_size: int = 4,
         max_lag: int = 30,
+        max_stream: float = 30.0,
         title: str = "resilient",
     ) -> None:
         if not isinstance(path, str) or (path and (not path.startswith("/") or path == "/")):
             raise ConfigError("dashboard", path, "a path such as '/_resilient'")
         if auth is not None and not callable(auth):
             raise ConfigError("dashboard_auth", auth, "a callable(scope) -> bool")
-        if isinstance(interval, bool) or not isinstance(interval, int | float) or interval <= 0:
-            raise ConfigError("interval", interval, "a number of seconds > 0")
+        for name, seconds in (("interval", interval), ("max_stream", max_stream)):
+            if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
+                raise ConfigError(name, seconds, "a number of seconds > 0")
         for name, value in (
             ("max_viewers", max_viewers),
             ("queue_size", queue_size),
@@ -274,6 +280,7 @@ class DashboardApp:
         self.max_viewers = max_viewers
         self.queue_size = queue_size
         self.max_lag = max_lag
+        self.max_stream = float(max_stream)
         self.title = title
         self.remote: RemoteSnapshot | None = None
         if isinstance(source, str):
@@ -432,16 +439,20 @@ class DashboardApp:
             self.hub.join(viewer)
             writer = asyncio.ensure_future(_write(viewer, send))
             gone = asyncio.ensure_future(_disconnected(receive))
+            timer = asyncio.ensure_future(asyncio.sleep(self.max_stream))
             try:
-                await asyncio.wait({writer, gone}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({writer, gone, timer}, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                for task in (writer, gone):
+                self.hub.leave(viewer)
+                for task in (writer, gone, timer):
                     task.cancel()
-                await asyncio.gather(writer, gone, return_exceptions=True)
-            if writer.done() and not writer.cancelled() and writer.exception() is None:
-                # Dropped as too slow (or the app is closing): end the stream cleanly.
+                await asyncio.gather(writer, gone, timer, return_exceptions=True)
+            if gone.cancelled():  # the viewer is still there
+                # Dropped as too slow, or the stream's time is up: end it cleanly; the page
+                # comes back at once (or after the retry delay) for a fresh snapshot.
+                last = b"" if viewer.closed else _RECONNECT
                 with contextlib.suppress(OSError, RuntimeError):
-                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    await send({"type": "http.response.body", "body": last, "more_body": False})
         finally:
             self.hub.leave(viewer)
             self.connections -= 1

@@ -58,12 +58,14 @@
     node.textContent = text;
   }
 
-  function connect() {
+  function connect(planned) {
     if (source) source.close();
-    setConnection("connecting", "connecting…");
+    if (!planned) setConnection("connecting", "connecting…");
     source = new EventSource("events");
     source.addEventListener("snapshot", (e) => frame(e.data, true));
     source.addEventListener("update", (e) => frame(e.data, false));
+    // The server ends each stream after a while (so that it can stop quickly): come back.
+    source.addEventListener("reconnect", () => connect(true));
     source.onopen = () => setConnection("live", "live");
     source.onerror = () => {
       setConnection("reconnecting", "reconnecting…");
@@ -84,6 +86,7 @@
     let data;
     try { data = JSON.parse(text); } catch (err) { return; }
     lastFrame = Date.now();
+    if (whole) document.body.dataset.snapshots = String(Number(document.body.dataset.snapshots || 0) + 1);
     if ($("connection").dataset.status !== "live") setConnection("live", "live");
     render(data, whole);
   }
