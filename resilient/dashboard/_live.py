@@ -183,14 +183,22 @@ class LiveStats:
     def __call__(self, event: Event) -> None:
         epoch = int(self._now())
         kind = type(event)
-        with self._lock:
-            ring = self._series.get((event.policy, event.kind))
+        key = (event.policy, event.kind)
+        lock = self._lock
+        lock.acquire()
+        try:
+            ring = self._series.get(key)
             if ring is None:
                 ring = self._new_series(event.policy, event.kind, epoch)
                 if ring is None:
                     return
-            if kind is CallSucceeded:
-                ring.counts[ring.slot(epoch)][_CALLS] += 1
+            if kind is CallSucceeded:  # the common case, inlined
+                epochs = ring.epochs
+                index = epoch % len(epochs)
+                if epochs[index] == epoch:
+                    ring.counts[index][_CALLS] += 1
+                else:
+                    ring.counts[ring.slot(epoch)][_CALLS] += 1
             elif kind is CallFailed:
                 counts = ring.counts[ring.slot(epoch)]
                 counts[_CALLS] += 1
@@ -206,6 +214,8 @@ class LiveStats:
                 ring.counts[ring.slot(epoch)][_TIMEOUTS] += 1
             elif kind is not CircuitStateChanged:
                 return
+        finally:
+            lock.release()
         if kind is CircuitStateChanged:
             change = StateChange(event, time.time())  # type: ignore[arg-type]
             with self._lock:
