@@ -2,9 +2,11 @@
 
 A generic echo handler (bytes in, bytes out) served on 127.0.0.1 by a
 ``grpc.server`` (sync) and a ``grpc.aio.server``, called from the same process:
-bare (no interceptor), client interceptor only, server interceptor only, and
-both, each with a pipeline whose every policy admits the call (the allowed
-path).
+bare (no policy), client interceptor only, server interceptor only, and both,
+each with a pipeline whose every policy admits the call (the allowed path).
+Every row uses the same server and connection, so server-to-server differences
+do not count: the server interceptor guards two method names by route and lets
+the third pass through.
 
 The policies are the usual pair on each end: a retry and a circuit breaker on
 the client; a token bucket per client address and a bulkhead on the server.
@@ -82,9 +84,23 @@ async def _aecho(request: bytes, context: Any) -> bytes:
 
 
 def _handlers(fn: Callable[..., Any]) -> Any:
+    """The same echo under three names: one unguarded, two guarded (see :func:`_routes`)."""
+    handler = grpc.unary_unary_rpc_method_handler(fn)
     return grpc.method_handlers_generic_handler(
-        "bench.Echo", {"Unary": grpc.unary_unary_rpc_method_handler(fn)}
+        "bench.Echo", {"Unary": handler, "Guarded": handler, "Full": handler}
     )
+
+
+def _routes() -> dict[str, Any]:
+    """The server's routes: ``Unary`` has no policy (it passes through)."""
+    return {
+        "bench.Echo/Guarded": _server_policies()[0],
+        "bench.Echo/Full": _server_policies(full=True)[0],
+    }
+
+
+GUARDED = "/bench.Echo/Guarded"
+FULL_METHOD = "/bench.Echo/Full"
 
 
 Timings = dict[str, tuple[float, float]]
@@ -155,6 +171,11 @@ def _table(title: str, timings: Timings, batch: int, seconds: float) -> Table:
         "median batch."
     )
     table.notes.append(
+        "One server and one connection for every row: the server interceptor guards the "
+        "methods it has routes for, and an unrouted method (the bare and client-only rows) "
+        "passes through it at the cost of one routing lookup."
+    )
+    table.notes.append(
         "Client and server share one process (and its GIL): CPU µs/call is the process "
         "time each call costs both ends together, less disturbed by other processes than "
         "the wall clock."
@@ -168,31 +189,25 @@ def _table(title: str, timings: Timings, batch: int, seconds: float) -> Table:
 def _sync_table(quick: bool) -> Table:
     batch, seconds = (20, 4.0) if quick else (20, 30.0)
     client_policies, client_label = _client_policies()
-    server_policies, server_label = _server_policies()
-    servers = []
-
-    def serve(interceptors: list[Any]) -> str:
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), interceptors=interceptors)
-        server.add_generic_rpc_handlers((_handlers(_echo),))
-        port = server.add_insecure_port("127.0.0.1:0")
-        server.start()
-        servers.append(server)
-        return f"127.0.0.1:{port}"
-
-    plain = serve([])
-    guarded = serve([ServerInterceptor(*server_policies)])
-    timed = serve([ServerInterceptor(*_server_policies(full=True)[0])])
-    raw = [grpc.insecure_channel(target) for target in (plain, guarded, timed)]
-    client = ClientInterceptor(*client_policies)
-    timed_client = ClientInterceptor(*_client_policies(full=True)[0])
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=4),
+        interceptors=[ServerInterceptor(routes=_routes())],
+    )
+    server.add_generic_rpc_handlers((_handlers(_echo),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    raw = grpc.insecure_channel(f"127.0.0.1:{port}")
+    client = grpc.intercept_channel(raw, ClientInterceptor(*client_policies))
+    full = grpc.intercept_channel(raw, ClientInterceptor(*_client_policies(full=True)[0]))
     methods = [
-        raw[0].unary_unary(METHOD),
-        grpc.intercept_channel(raw[0], client).unary_unary(METHOD),
-        raw[1].unary_unary(METHOD),
-        grpc.intercept_channel(raw[1], client).unary_unary(METHOD),
-        grpc.intercept_channel(raw[2], timed_client).unary_unary(METHOD),
+        raw.unary_unary(METHOD),
+        grpc.intercept_channel(raw, _Noop()).unary_unary(METHOD),
+        client.unary_unary(METHOD),
+        raw.unary_unary(GUARDED),
+        client.unary_unary(GUARDED),
+        full.unary_unary(FULL_METHOD),
     ]
-    names = _names(client_label, server_label)
+    names = _names(client_label, _server_policies()[1])
     calls: dict[str, Callable[[], Any]] = {
         name: functools.partial(method, PAYLOAD, timeout=DEADLINE)
         for name, method in zip(names, methods, strict=True)
@@ -203,18 +218,32 @@ def _sync_table(quick: bool) -> Table:
                 call()
         timings = _interleave(calls, batch, seconds)
     finally:
-        for channel in raw:
-            channel.close()
-        for server in servers:
-            server.stop(None)
+        raw.close()
+        server.stop(None)
     return _table(
         "gRPC unary calls on loopback, sync (grpc.server + grpc channel)", timings, batch, seconds
     )
 
 
+class _Noop(grpc.UnaryUnaryClientInterceptor):
+    """A client interceptor that does nothing: what grpc's interceptor machinery costs."""
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(details, request)
+
+
+class _AsyncNoop(grpc.aio.UnaryUnaryClientInterceptor):
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(details, request)
+
+
+NOOP = "reference: a do-nothing client interceptor (grpc's own interceptor machinery)"
+
+
 def _names(client_label: str, server_label: str) -> list[str]:
     return [
         "none (bare)",
+        NOOP,
         f"client ({client_label})",
         f"server ({server_label})",
         BOTH,
@@ -227,33 +256,33 @@ def _names(client_label: str, server_label: str) -> list[str]:
 
 async def _aio_timings(batch: int, seconds: float) -> Timings:
     client_policies, client_label = _client_policies()
-    server_policies, server_label = _server_policies()
-    servers = []
-
-    async def serve(interceptors: list[Any]) -> str:
-        server = grpc.aio.server(interceptors=interceptors)
-        server.add_generic_rpc_handlers((_handlers(_aecho),))
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        servers.append(server)
-        return f"127.0.0.1:{port}"
-
-    plain = await serve([])
-    guarded = await serve([AsyncServerInterceptor(*server_policies)])
-    timed = await serve([AsyncServerInterceptor(*_server_policies(full=True)[0])])
-    client = AsyncClientInterceptor(*client_policies)
-    timed_client = AsyncClientInterceptor(*_client_policies(full=True)[0])
+    server = grpc.aio.server(interceptors=[AsyncServerInterceptor(routes=_routes())])
+    server.add_generic_rpc_handlers((_handlers(_aecho),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    target = f"127.0.0.1:{port}"
+    # grpc.aio has no intercept_channel: three channels to the same server.
     channels = [
-        grpc.aio.insecure_channel(plain),
-        grpc.aio.insecure_channel(plain, interceptors=client),
-        grpc.aio.insecure_channel(guarded),
-        grpc.aio.insecure_channel(guarded, interceptors=client),
-        grpc.aio.insecure_channel(timed, interceptors=timed_client),
+        grpc.aio.insecure_channel(target),
+        grpc.aio.insecure_channel(target, interceptors=[_AsyncNoop()]),
+        grpc.aio.insecure_channel(target, interceptors=AsyncClientInterceptor(*client_policies)),
+        grpc.aio.insecure_channel(
+            target, interceptors=AsyncClientInterceptor(*_client_policies(full=True)[0])
+        ),
     ]
-    names = _names(client_label, server_label)
+    raw, noop, client, full = channels
+    methods = [
+        raw.unary_unary(METHOD),
+        noop.unary_unary(METHOD),
+        client.unary_unary(METHOD),
+        raw.unary_unary(GUARDED),
+        client.unary_unary(GUARDED),
+        full.unary_unary(FULL_METHOD),
+    ]
+    names = _names(client_label, _server_policies()[1])
     calls: dict[str, Callable[[], Awaitable[Any]]] = {
-        name: functools.partial(channel.unary_unary(METHOD), PAYLOAD, timeout=DEADLINE)
-        for name, channel in zip(names, channels, strict=True)
+        name: functools.partial(method, PAYLOAD, timeout=DEADLINE)
+        for name, method in zip(names, methods, strict=True)
     }
     try:
         for call in calls.values():
@@ -263,8 +292,7 @@ async def _aio_timings(batch: int, seconds: float) -> Timings:
     finally:
         for channel in channels:
             await channel.close()
-        for server in servers:
-            await server.stop(None)
+        await server.stop(None)
 
 
 def _aio_table(quick: bool) -> Table:
