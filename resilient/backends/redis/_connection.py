@@ -109,7 +109,11 @@ class AsyncClients:
     def get(self) -> Any:
         if self._client is not None:
             return self._client
-        loop = asyncio.get_running_loop()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            msg = "the Redis store's async methods run on asyncio (redis.asyncio), not this loop"
+            raise TypeError(msg) from None
         last_loop, client = self._last
         if last_loop is loop:
             return client
