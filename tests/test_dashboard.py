@@ -357,6 +357,32 @@ async def test_each_stream_ends_after_max_stream_asking_the_page_back() -> None:
     assert not app.hub.viewers
 
 
+async def test_reading_slow_policies_does_not_block_the_event_loop() -> None:
+    breaker = rs.CircuitBreaker(name="db")
+    reads = 0
+
+    def slow_source() -> list[Any]:  # a huge registry, say
+        nonlocal reads
+        reads += 1
+        time.sleep(0.3)
+        return [breaker]
+
+    app = DashboardApp(slow_source, interval=0.01)
+    stream = Stream()
+    task = asyncio.create_task(app(scope("/events"), stream.receive, stream.send))
+    worst = 0.0
+    last = started = time.monotonic()
+    while len(stream.events()) < 3:  # the first frame and two updates: ~1 s of reading
+        await asyncio.sleep(0.01)
+        now = time.monotonic()
+        worst = max(worst, now - last)
+        last = now
+        assert now - started < 10, f"{len(stream.events())} frames after {reads} reads"
+    assert worst < 0.2  # the loop kept running while the frames were built
+    stream.gone.set()
+    await asyncio.wait_for(task, 5)
+
+
 def test_viewer_queue_is_bounded_and_keeps_the_newest() -> None:
     viewer = _Viewer(3)
     for index in range(10):

@@ -315,25 +315,39 @@ class DashboardApp:
         self.attach()
         return snapshot(self.source, live=self.live, top_keys=self.top_keys, history=history)
 
-    async def _data(self, history: bool | int) -> dict[str, Any]:
-        if self.remote is not None:
-            try:
-                return await asyncio.to_thread(self.remote.fetch, history)
-            except (OSError, ValueError) as exc:
-                return {
-                    "format": SNAPSHOT_FORMAT,
-                    "version": SNAPSHOT_VERSION,
-                    "time": round(time.time(), 3),
-                    "error": f"{self.remote.url}: {exc}",
-                    "policies": None,
-                }
-        return self.snapshot(history=history)
+    def _snapshot_body(self, history: bool | int) -> tuple[int, bytes]:
+        data = self._read(history)
+        if self.live is not None:
+            data["changes"] = [c.as_dict() for c in self.live.changes()]
+        status = 502 if "error" in data else 200
+        return status, json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
+
+    def _read(self, history: bool | int) -> dict[str, Any]:
+        """The snapshot, or an error report in its place (blocking)."""
+        try:
+            return self.snapshot(history=history)
+        except (OSError, ValueError) as exc:
+            if self.remote is None:
+                raise
+            return {
+                "format": SNAPSHOT_FORMAT,
+                "version": SNAPSHOT_VERSION,
+                "time": round(time.time(), 3),
+                "error": f"{self.remote.url}: {exc}",
+                "policies": None,
+            }
 
     async def _frame(self, *, history: bool) -> bytes:
+        # Built in a worker thread: a remote source is I/O, and reading a large registry
+        # takes a while; the event loop keeps serving the app meanwhile.
+        return await asyncio.to_thread(self._build_frame, history)
+
+    def _build_frame(self, history: bool) -> bytes:
+        """One event of the live stream: the snapshot, serialised once (blocking)."""
         try:
             # The first frame carries the whole history; the next ones, the last few
             # seconds (enough to fill the gap of a skipped frame).
-            data = await self._data(True if history else _RECENT)
+            data = self._read(True if history else _RECENT)
         except Exception as exc:
             logger.exception("resilient: the dashboard could not read the policies")
             data = {"format": SNAPSHOT_FORMAT, "version": SNAPSHOT_VERSION, "error": str(exc)}
@@ -386,11 +400,9 @@ class DashboardApp:
             query = parse_qs(
                 scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True
             )
-            data = await self._data(_history_param(query.get("history")))
-            if self.live is not None:
-                data["changes"] = [c.as_dict() for c in self.live.changes()]
-            status = 502 if "error" in data else 200
-            body = json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
+            status, body = await asyncio.to_thread(
+                self._snapshot_body, _history_param(query.get("history"))
+            )
             await _respond(send, status, b"application/json", body, head=scope["method"] == "HEAD")
         elif rest in _STATIC:
             name, content_type = _STATIC[rest]
