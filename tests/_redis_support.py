@@ -6,39 +6,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import socket
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import _servers
-
 from resilient._algorithms import Decision, Limit
 
 _COUNTER = itertools.count()
-
-# A Redis Cluster node also listens on its port + 10000 (the cluster bus), so a
-# port above 55535 makes the node exit at start; the kernel hands out ports up
-# to 60999. Until the shared fixtures pick such ports themselves, the helpers
-# of these tests make them do so (the choice of port changes nothing else).
-_free_port = _servers.free_port
-
-
-def _cluster_safe_port() -> int:
-    while True:
-        port = _free_port()
-        if port + 10000 > 65535:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            try:
-                probe.bind((_servers.HOST, port + 10000))
-            except OSError:
-                continue
-        return port
-
-
-_servers.free_port = _cluster_safe_port
 
 
 def unique_prefix(tag: str = "t") -> str:

@@ -21,10 +21,25 @@ import pytest
 HOST = "127.0.0.1"
 
 
-def free_port() -> int:
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(*, cluster: bool = False) -> int:
+    """A free loopback port. A cluster node also listens on port + 10000 (its bus),
+    so for one both must be free and the port at most 55535."""
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((HOST, 0))
+            port = int(sock.getsockname()[1])
+        if not cluster or (port <= 55535 and _bindable(port + 10000)):
+            return port
+    raise RuntimeError("no free loopback port found for a Redis Cluster node")
 
 
 def require_redis() -> str:
@@ -62,7 +77,7 @@ class RedisServer:
 
     def __init__(self, workdir: Path, port: int | None = None, *extra: str) -> None:
         self.binary = require_redis()
-        self.port = port or free_port()
+        self.port = port or free_port(cluster="--cluster-enabled" in extra)
         self.workdir = workdir
         self.extra = extra
         self.process: subprocess.Popen[bytes] | None = None
