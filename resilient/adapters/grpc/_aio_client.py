@@ -210,7 +210,6 @@ class AsyncClientInterceptor(Sequence[Any]):
     ) -> Any:
         async def attempt() -> Any:
             rpc = await continuation(call.next_details(), request)
-            call.outcome = rpc
             try:
                 await rpc
             except grpc.aio.AioRpcError as error:

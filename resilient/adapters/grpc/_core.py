@@ -38,6 +38,7 @@ from ..._errors import (
 )
 from ..._pipeline import Pipeline, Policy
 from ..._retry import Retry
+from ...backends.memory import MemoryStore
 from ...observability._events import Event
 
 __all__ = [
@@ -761,7 +762,11 @@ class LimiterSlot:
         self.cost_fn: Callable[..., int] | None = getattr(limiter, "_cost_fn", None)
         cost = getattr(limiter, "_cost", 1)
         self.cost = cost if isinstance(cost, int) and not isinstance(cost, bool) else 1
-        self.is_async = callable(getattr(limiter, "atry_acquire", None))
+        self.is_async = callable(getattr(limiter, "atry_acquire", None)) and not isinstance(
+            getattr(limiter, "store", None), MemoryStore
+        )
+        """Asked with ``await atry_acquire`` on asyncio servers (an in-memory limiter
+        decides without I/O: its sync ``try_acquire`` is cheaper)."""
 
     def own_key(self) -> bool:
         return self.fixed or self.key_fn is not None
