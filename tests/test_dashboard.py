@@ -319,8 +319,12 @@ async def test_a_viewer_that_never_reads_is_skipped_then_dropped_and_the_app_nev
     fast_task = asyncio.create_task(app(scope(PREFIX + "/events"), fast.receive, fast.send))
     await slow.wait_for(1)
     slow.stuck = True  # from now on its socket never drains
+    await fast.wait_for(1)
+    deadline = time.monotonic() + 5
+    while len(dashboard.hub.viewers) < 2:  # each joins once its first frame is sent
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.001)
     viewers = list(dashboard.hub.viewers)
-    assert len(viewers) == 2
     # While it is stuck, the app's requests go through at full speed.
     async with client(app) as http:
         started = time.monotonic()
