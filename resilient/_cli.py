@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .dashboard._commands import add_commands as add_live_commands
 
     add_live_commands(sub)  # top, dashboard
+    from .simulate._commands import add_commands as add_simulate_commands
+
+    add_simulate_commands(sub)  # simulate
     return parser
 
 
