@@ -187,7 +187,7 @@ def _table(title: str, timings: Timings, batch: int, seconds: float) -> Table:
 
 
 def _sync_table(quick: bool) -> Table:
-    batch, seconds = (20, 4.0) if quick else (20, 30.0)
+    batch, seconds = (20, 4.0) if quick else (20, 45.0)
     client_policies, client_label = _client_policies()
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=4),
@@ -296,7 +296,7 @@ async def _aio_timings(batch: int, seconds: float) -> Timings:
 
 
 def _aio_table(quick: bool) -> Table:
-    batch, seconds = (20, 4.0) if quick else (20, 30.0)
+    batch, seconds = (20, 4.0) if quick else (20, 45.0)
     timings = asyncio.run(_aio_timings(batch, seconds))
     return _table(
         "gRPC unary calls on loopback, asyncio (grpc.aio.server + grpc.aio channel)",
