@@ -40,7 +40,9 @@ and the call then runs without being recorded, exactly as if it had been rejecte
 The state lives in memory (``store=None``); the decisions a shared store must
 reproduce are the pure methods of :class:`CircuitBreakerConfig`
 (``classify``, ``trip_reason``, ``probe_verdict``, ``open_duration``) and the
-window rules of :mod:`resilient._windows`.
+window rules of :mod:`resilient._windows`. ``store=`` a Redis store or URL makes
+the breaker a :class:`resilient.backends.redis.SharedCircuitBreaker`: one breaker
+for every replica that uses the same name.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, NamedTuple, TypeAlias
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 from ._clock import Clock
 from ._duration import Duration, to_seconds
@@ -67,6 +69,9 @@ from .observability._events import (
     CallSucceeded,
     CircuitStateChanged,
 )
+
+if TYPE_CHECKING:
+    from .backends.redis._core import StoreCore
 
 __all__ = [
     "CircuitBreaker",
@@ -343,6 +348,11 @@ def retry_after_until(until: float, now: float) -> float:
     while now + wait < until:  # pragma: no cover - a float safety net, not seen in practice
         wait = math.nextafter(wait, math.inf)
     return wait
+
+
+def _is_memory_url(store: object) -> bool:
+    """Whether *store* is a ``memory://`` URL: the in-memory breaker."""
+    return isinstance(store, str) and store.lower().startswith("memory:")
 
 
 def _monotonic(clock: Clock) -> Callable[[], float]:
@@ -693,7 +703,10 @@ class CircuitBreaker(PolicyBase):
             (default ``Exception``); other exceptions count as successes.
         ignore: exception types (or a predicate) never counted, even if they match
             ``record`` (default none).
-        store: where the state lives; ``None`` (the default) keeps it in memory.
+        store: where the state lives; ``None`` (the default) keeps it in memory; a
+            ``RedisStore``, ``AsyncRedisStore`` or ``redis://`` URL shares it with
+            every replica using the same ``name``: the breaker is then a
+            :class:`resilient.backends.redis.SharedCircuitBreaker`.
         consecutive_failures: also open after this many failures in a row
             (default ``None``: off).
         record_result: a predicate on the returned value; true counts the call as a
@@ -717,6 +730,13 @@ class CircuitBreaker(PolicyBase):
 
     kind = "circuit_breaker"
 
+    def __new__(cls, *args: Any, store: Any = None, **kwargs: Any) -> CircuitBreaker:
+        if cls is CircuitBreaker and store is not None and not _is_memory_url(store):
+            from .backends.redis._breaker import SharedCircuitBreaker
+
+            return super().__new__(SharedCircuitBreaker)
+        return super().__new__(cls)
+
     def __init__(
         self,
         *,
@@ -730,7 +750,7 @@ class CircuitBreaker(PolicyBase):
         open_for: Duration = 30.0,
         record: ExceptionSpec = Exception,
         ignore: ExceptionSpec = (),
-        store: None = None,
+        store: StoreCore | str | None = None,
         consecutive_failures: int | None = None,
         record_result: Callable[[Any], bool] | None = None,
         half_open_max_wait: Duration = 60.0,
@@ -742,8 +762,8 @@ class CircuitBreaker(PolicyBase):
         clock: Clock | None = None,
         listeners: Sequence[Listener] | None = None,
     ) -> None:
-        if store is not None:
-            raise ConfigError("store", store, "None (the state is kept in memory)")
+        if store is not None and not _is_memory_url(store):
+            raise ConfigError("store", store, "None, a Redis store or a redis:// URL")
         self.config = CircuitBreakerConfig(
             failure_rate=failure_rate,
             slow_call_rate=slow_call_rate,

@@ -31,6 +31,10 @@ called at all.
 :class:`RedisRetryBudget` is a :class:`~resilient.RetryBudget` kept in Redis,
 so that a fleet shares one retry budget (see ``_budget.py``).
 
+:class:`SharedCircuitBreaker` is a :class:`~resilient.CircuitBreaker` kept in
+Redis, so that a fleet shares one breaker (see ``_breaker.py``); it is what
+``CircuitBreaker(name=..., store=store_or_url)`` builds.
+
 Importing this package does not import redis-py; using a store does.
 """
 
@@ -40,15 +44,17 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._async.store import AsyncRedisStore
+    from ._breaker import SharedCircuitBreaker
     from ._budget import RedisRetryBudget
     from ._sync.store import RedisStore
 
-__all__ = ["AsyncRedisStore", "RedisRetryBudget", "RedisStore", "from_url"]
+__all__ = ["AsyncRedisStore", "RedisRetryBudget", "RedisStore", "SharedCircuitBreaker", "from_url"]
 
 _LAZY = {
     "AsyncRedisStore": "._async.store",
     "RedisRetryBudget": "._budget",
     "RedisStore": "._sync.store",
+    "SharedCircuitBreaker": "._breaker",
 }
 
 
