@@ -201,11 +201,11 @@ def test_a_limiters_rejections_appear(page: Any, serve: Any) -> None:
     statuses = [httpx.get(server.url + "/", timeout=5).status_code for _ in range(10)]
     assert statuses.count(429) == 8
     rejected = card("per-client") + ' [data-metric="rejected"] b'
-    until(page, lambda: page.text_content(rejected) not in ("0", "\u2013"), 3.0)
+    until(page, lambda: page.text_content(rejected) not in ("0", "\u2013"), 5.0)
     assert float(page.text_content(rejected)) > 0
     assert page.is_visible(card("per-client") + ' [data-reason="rate_limited"]')
     key = card("per-client") + ' .key[data-key="ip:127.0.0.1"]'
-    page.wait_for_selector(key, timeout=3_000)
+    page.wait_for_selector(key, timeout=5_000)
     assert "0 / 2 left" in page.text_content(key)
     assert float(page.text_content("#summary .alert b")) > 0
     assert page.errors == []

@@ -99,7 +99,7 @@ class RemoteSnapshot:
     """
 
     def __init__(
-        self, url: str, *, headers: Mapping[str, str] | None = None, timeout: float = 2.0
+        self, url: str, *, headers: Mapping[str, str] | None = None, timeout: float = 5.0
     ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ConfigError("url", url, "an http:// or https:// URL")
