@@ -16,15 +16,18 @@ import dataclasses
 import math
 import os
 import random
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .._budget import RetryBudget
 from .._circuit_breaker import CircuitBreaker
 from .._clock import Clock
 from .._errors import ConfigError, RejectedError, TimeoutExceededError
-from .._pipeline import Pipeline, Policy
-from .._retry import Retry
+from .._fallback import Fallback
+from .._pipeline import Pipeline, Policy, PolicyBase
+from .._retry import TESTING, Retry
 from ..observability._emit import Listener
 from ..observability._events import (
     CallRejected,
@@ -123,10 +126,12 @@ class RequestRecord:
 
 @dataclass(frozen=True, slots=True)
 class AttemptRecord:
-    """One attempt that reached the dependency; ``outcome`` is the trace's outcome, or
+    """One attempt that reached the dependency: the request it served, the trace row
+    that answered it (its own for a first attempt), and the outcome: the row's, or
     ``"cancelled"`` when a timeout of the policy gave up on it first."""
 
     request: int
+    row: int
     start: float
     end: float
     outcome: str
@@ -268,6 +273,34 @@ def _flatten(policy: Policy) -> list[Policy]:
     return [policy]
 
 
+def _check(policies: list[Policy], clock: VirtualClock) -> None:
+    """Refuse policies the simulation cannot drive: on another clock, or keeping their
+    state in a shared store (Redis reads its own time, and would be changed for real)."""
+    from ..backends.memory import MemoryStore
+
+    for policy in policies:
+        if isinstance(policy, Fallback):
+            continue  # the only policy that never reads the time
+        if isinstance(policy, PolicyBase) and policy.clock is not clock:
+            raise ConfigError(
+                f"policy {policy.name!r}",
+                policy,
+                "every policy built with the simulation's clock (clock=clock)",
+            )
+        store = getattr(policy, "store", None)
+        config = getattr(policy, "config", None)
+        budget = getattr(config, "budget", None)
+        if (store is not None and not isinstance(store, MemoryStore)) or (
+            budget is not None and type(budget) is not RetryBudget
+        ):
+            raise ConfigError(
+                f"policy {getattr(policy, 'name', policy)!r}",
+                store if store is not None else budget,
+                "state kept in memory: a simulation cannot use a shared store "
+                "(simulate a copy of the policy without its backend)",
+            )
+
+
 def _seed(policies: list[Policy], seed: int) -> None:
     """Give every random draw of the policies (jitter, shedding) one seeded source."""
     draw = random.Random(seed).random
@@ -342,9 +375,8 @@ class _Run:
         self.peak = 0
         self.classes: dict[str, type[SimulatedError]] = dict(_BASES)
 
-    def row_at(self, now: float) -> TraceRow:
-        index = bisect.bisect_right(self.times, now) - 1
-        return self.trace.rows[max(index, 0)]
+    def row_at(self, now: float) -> int:
+        return max(bisect.bisect_right(self.times, now) - 1, 0)
 
     def failure(self, row: TraceRow) -> SimulatedError:
         outcome = row.outcome
@@ -357,14 +389,16 @@ class _Run:
             message, outcome=outcome, status=row.status, retry_after=row.retry_after
         )
 
-    async def request(self, index: int, own: TraceRow) -> None:
+    async def request(self, index: int) -> None:
         clock = self.clock
+        rows = self.trace.rows
         arrival = clock.now
         count = 0
 
         async def dependency() -> object:
             nonlocal count
-            row = own if count == 0 else self.row_at(clock.now)
+            answer = index if count == 0 else self.row_at(clock.now)
+            row = rows[answer]
             count += 1
             start = clock.now
             self.in_flight += 1
@@ -375,7 +409,7 @@ class _Run:
                 outcome = row.outcome
             finally:
                 self.in_flight -= 1
-                self.attempts.append(AttemptRecord(index, start, clock.now, outcome))
+                self.attempts.append(AttemptRecord(index, answer, start, clock.now, outcome))
             if row.failed:
                 raise self.failure(row)
             return _ANSWER
@@ -406,7 +440,7 @@ class _Run:
                 arrived = loop.create_future()
                 loop.call_at(row.time, arrived.set_result, None)
                 await arrived
-            tasks.append(loop.create_task(self.request(index, row)))
+            tasks.append(loop.create_task(self.request(index)))
         await asyncio.gather(*tasks)
 
 
@@ -447,6 +481,33 @@ def simulate(
     return _execute(trace, built, clock, recorder, name, seed)
 
 
+def _run_loop(run: _Run, clock: VirtualClock) -> None:
+    """Run the simulation on its own virtual loop (in a thread if this one runs a loop)."""
+
+    def go() -> None:
+        with asyncio.Runner(loop_factory=lambda: new_loop(clock)) as runner:
+            runner.run(run.main())
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        go()
+        return
+    failure: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            go()
+        except BaseException as exc:  # handed back to the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=worker, name="resilient-simulate")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+
+
 def _execute(
     trace: Trace,
     policy: Policy,
@@ -457,20 +518,14 @@ def _execute(
     warnings: tuple[str, ...] = (),
 ) -> SimulationResult:
     policies = _flatten(policy)
-    for inner in policies:
-        inner_clock = getattr(inner, "clock", clock)
-        if inner_clock is not clock:
-            raise ConfigError(
-                "policy",
-                inner,
-                "every policy built with the simulation's clock (clock=clock)",
-            )
+    _check(policies, clock)
     _seed(policies, seed)
     run = _Run(trace, policy, clock)
     run.classes, notes = _adopt(policies)
     breakers = tuple((p.name, _state(p.state)) for p in policies if isinstance(p, CircuitBreaker))
-    with asyncio.Runner(loop_factory=lambda: new_loop(clock)) as runner:
-        runner.run(run.main())
+    if TESTING.enabled:
+        notes.append("resilient.testing.set_testing() is on: retries skip their delays")
+    _run_loop(run, clock)
     requests = tuple(r for r in run.requests if r is not None)
     return SimulationResult(
         trace=trace,

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from .._duration import to_seconds
-from .._errors import ConfigError
+from .._errors import _MISSING, ConfigError
 
 __all__ = ["Trace", "TraceError", "TraceRow", "load_trace", "parse_outcome"]
 
@@ -147,6 +147,8 @@ class Trace:
         document: dict[str, Any] = {"name": self.name}
         if self.description:
             document["description"] = self.description
+        if self.phases:
+            document["phases"] = [[start, label] for start, label in self.phases]
         document["rows"] = [row.as_dict() for row in self.rows]
         return json.dumps(document, indent=1)
 
@@ -218,7 +220,7 @@ class _Reader:
         ok = True
         missing = [name for name in _REQUIRED if cells.get(name) in (None, "")]
         for name in missing:
-            self.fail(f"{where}, column {name}", None, "a value (the column is required)", line)
+            self.fail(f"{where}, column {name}", _MISSING, "a value (the column is required)", line)
         if missing:
             return None
         values: dict[str, Any] = {}
@@ -230,9 +232,6 @@ class _Reader:
                 self.fail(f"{where}, column {name}", raw, "seconds >= 0 (or '250ms')", line)
                 ok = False
                 continue
-            if not math.isfinite(seconds):
-                self.fail(f"{where}, column {name}", raw, "a finite number of seconds", line)
-                ok = False
             values[name] = seconds
         try:
             outcome, status = parse_outcome(cells["outcome"])
@@ -282,16 +281,22 @@ class _Reader:
                 good = False
         for name in _REQUIRED:
             if name not in names:
-                self.fail(where, None, f"a column named {name!r}", line)
+                self.fail(where, _MISSING, f"a column named {name!r}", line)
                 good = False
         return good
 
-    def done(self, rows: list[TraceRow], name: str, description: str = "") -> Trace:
+    def done(
+        self,
+        rows: list[TraceRow],
+        name: str,
+        description: str = "",
+        phases: tuple[tuple[float, str], ...] = (),
+    ) -> Trace:
         if self.errors:
             raise TraceError.combine(self.errors)
         if not rows:
-            raise TraceError("rows", [], "at least one row", file=self.file)
-        return Trace(tuple(rows), name=name, description=description)
+            raise TraceError("rows", _MISSING, "at least one row", file=self.file)
+        return Trace(tuple(rows), name=name, description=description, phases=phases)
 
 
 def _from_csv(text: str, reader: _Reader, name: str) -> Trace:
@@ -321,7 +326,7 @@ def _from_csv(text: str, reader: _Reader, name: str) -> Trace:
         if row is not None:
             rows.append(row)
     if header is None:
-        reader.fail("header", None, "a header line: time,latency,outcome[,headers]", 1)
+        reader.fail("header", _MISSING, "a header line: time,latency,outcome[,headers]", 1)
     return reader.done(rows, name)
 
 
@@ -333,14 +338,29 @@ def _from_json(text: str, reader: _Reader, name: str) -> Trace:
             "document", exc.msg, "valid JSON", file=reader.file, line=exc.lineno
         ) from None
     description = ""
+    phases: list[tuple[float, str]] = []
     if isinstance(document, Mapping):
-        unknown = sorted(set(document) - {"name", "description", "rows"})
+        unknown = sorted(set(document) - {"name", "description", "phases", "rows"})
         if unknown:
             raise TraceError(
-                unknown[0], None, "only the keys name, description and rows", file=reader.file
+                unknown[0],
+                _MISSING,
+                "only the keys name, description, phases and rows",
+                file=reader.file,
             )
         name = str(document.get("name") or name)
         description = str(document.get("description") or "")
+        for index, item in enumerate(document.get("phases") or [], start=1):
+            if not (
+                isinstance(item, list)
+                and len(item) == 2
+                and isinstance(item[0], int | float)
+                and not isinstance(item[0], bool)
+                and isinstance(item[1], str)
+            ):
+                reader.fail(f"phase {index}", item, "[start seconds, label]", None)
+                continue
+            phases.append((float(item[0]), item[1]))
         document = document.get("rows")
     if not isinstance(document, list):
         raise TraceError(
@@ -356,7 +376,7 @@ def _from_json(text: str, reader: _Reader, name: str) -> Trace:
         row = reader.row(index, item, None)
         if row is not None:
             rows.append(row)
-    return reader.done(rows, name, description)
+    return reader.done(rows, name, description, tuple(phases))
 
 
 def load_trace(
