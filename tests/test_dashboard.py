@@ -465,6 +465,17 @@ async def test_a_remote_source_shows_another_process() -> None:
     assert url in response.json()["error"]
 
 
+def test_a_remote_url_that_is_not_a_snapshot() -> None:
+    from resilient.dashboard import RemoteSnapshot
+
+    with serve(hello) as url:
+        remote = RemoteSnapshot(url + "/page")
+        assert remote.url == url + "/page/snapshot"
+        with pytest.raises(ValueError, match="did not answer with a resilient snapshot"):
+            remote.fetch()
+    assert RemoteSnapshot(url + "/x/snapshot?history=all").url == url + "/x/snapshot"
+
+
 def test_standalone_dashboard_command(tmp_path: Path) -> None:
     path = tmp_path / "policies.toml"
     path.write_text('[policies.api]\nrate_limit = { rate = "5/s" }\n')

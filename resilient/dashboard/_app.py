@@ -104,7 +104,7 @@ class RemoteSnapshot:
         if not url.startswith(("http://", "https://")):
             raise ConfigError("url", url, "an http:// or https:// URL")
         base = url.split("?", 1)[0].rstrip("/")
-        self.url = url if base.endswith(("/snapshot", ".json")) else base + "/snapshot"
+        self.url = base if base.endswith(("/snapshot", ".json")) else base + "/snapshot"
         self.headers = dict(headers or {})
         self.timeout = timeout
 
@@ -121,7 +121,10 @@ class RemoteSnapshot:
         )
         with urllib.request.urlopen(request, timeout=self.timeout) as response:
             body = response.read(32 * 1024 * 1024)
-        data = json.loads(body)
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = None
         if not isinstance(data, dict) or data.get("format") != SNAPSHOT_FORMAT:
             msg = f"{self.url} did not answer with a resilient snapshot"
             raise ValueError(msg)
