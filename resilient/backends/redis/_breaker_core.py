@@ -177,7 +177,6 @@ class SharedBreakerCore:
         "slow_after",
         "state",
         "streak",
-        "syncing",
         "trailing",
         "view",
         "why",
@@ -226,7 +225,6 @@ class SharedBreakerCore:
         self.fast_until = _NEVER  # fresh_until while CLOSED or DISABLED, else -inf
         self.full = False  # HALF_OPEN and every permit handed out
         self.calls = self.failures = self.slow = self.streak = self.inflight = 0
-        self.syncing = False  # a refresh of the view is under way
         self.local_active = False  # the in-memory stand-in decides
         self.rejected = _Counter()
         # Outcomes of CLOSED calls, not sent yet, all of generation pending_gen.
@@ -350,18 +348,21 @@ class SharedBreakerCore:
         step, ``(None, None)`` when Redis is down and not due for a probe."""
         with self.lock:
             if not self.local_active:
-                decided = self._cached(now, self.syncing and not self.per_call)
+                decided = self._cached(now)
                 if decided is not None:
                     return decided, None
         if not self._reachable():
             return None, None
         with self.lock:
-            self.syncing = True
             return None, self._request("admit")
 
-    def _cached(self, now: float, stale_ok: bool) -> Admission | None:
-        """The view's decision for a call at *now*, if it may decide (under the lock)."""
-        if now >= self.fresh_until and not stale_ok:
+    def _cached(self, now: float) -> Admission | None:
+        """The view's decision for a call at *now*, if it may decide (under the lock).
+
+        Every caller that finds the view stale asks Redis itself (no caller waits for
+        another's answer, and none is decided on a view older than ``flush_interval``):
+        a few round trips per refresh under concurrency, never one per call."""
+        if now >= self.fresh_until:
             return None
         state = self.state
         if state is CLOSED:
@@ -416,8 +417,7 @@ class SharedBreakerCore:
 
     def admitted(self, reply: Any) -> Admission:
         """The decision in the answer to an ``admit`` step."""
-        changes, ticket, now = self._absorb(reply)
-        state = self.state
+        changes, ticket, now, state, generation, until = self._absorb(reply)
         if ticket >= 0:
             if state is CLOSED:
                 return ticket, None, "", changes
@@ -426,18 +426,21 @@ class SharedBreakerCore:
             return Probe(ticket), None, "", changes
         self.rejected.add()
         if state is OPEN:
-            return REJECT, retry_after_until(self.open_until, now), "circuit_open", changes
+            return REJECT, retry_after_until(until, now), "circuit_open", changes
         if state is FORCED_OPEN:
             return REJECT, None, "forced_open", changes
         with self.lock:
-            self.full = True
+            if generation == self.generation:
+                self.full = True
         return REJECT, None, "half_open_full", changes
 
     def absorb(self, reply: Any) -> Changes:
         """Take the answer to any step into the view; the changes to report."""
         return self._absorb(reply)[0]
 
-    def _absorb(self, reply: Any) -> tuple[Changes, int, float]:
+    def _absorb(self, reply: Any) -> tuple[Changes, int, float, CircuitState, int, float]:
+        """``(changes, ticket, now, state, generation, open_until)`` of an answer (its
+        state and open period as it says, the time on this replica's clock)."""
         try:
             state = CircuitState(_text(reply[0]))
             generation, ticket = int(reply[1]), int(reply[2])
@@ -468,6 +471,10 @@ class SharedBreakerCore:
             local_until = now + (until - server_now)
         changes: list[_Change] = []
         with self.lock:
+            if generation < self.generation:
+                # An answer overtaken by a newer one (concurrent steps): its decision
+                # stands, but the view stays as the newer answer left it.
+                return None, ticket, now, state, generation, local_until
             view = self.view
             if first is not view:  # changed elsewhere since this replica last looked
                 changes.append(_Change(view, first, first_why, first_since + offset))
@@ -495,9 +502,8 @@ class SharedBreakerCore:
             else:
                 self.fast_until = _NEVER
             self.view = state
-            self.syncing = False
             self.local_active = False
-        return changes or None, ticket, now
+        return changes or None, ticket, now, state, generation, local_until
 
     # -- failures ------------------------------------------------------------------------
 
@@ -520,20 +526,13 @@ class SharedBreakerCore:
             health.failed(error)
         return error
 
-    def abandon(self) -> None:
-        """A step was interrupted (cancelled): let the next call refresh the view."""
-        with self.lock:
-            self.syncing = False
-
     def lost(self, exc: Exception) -> None:
         """A best-effort step failed: what it carried is dropped (it may have run)."""
         self.error(exc)
-        self.abandon()
 
     def fallback(self, now: float, exc: Exception | None) -> Admission:
         """The decision for a call that Redis could not decide (``on_backend_error``)."""
         error = None if exc is None else self.error(exc)
-        self.abandon()
         mode = self.mode
         if mode == "raise":
             raise error or self.error(None)

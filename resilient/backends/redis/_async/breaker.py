@@ -44,9 +44,6 @@ class AsyncBreakerLink:
             made = core.admitted(reply)
         except Exception as exc:
             return core.fallback(now, exc)
-        except BaseException:
-            core.abandon()
-            raise
         return made
 
     async def record(self, ticket: object, outcome: int, end: float, hint: float | None) -> Changes:
@@ -84,9 +81,6 @@ class AsyncBreakerLink:
         except Exception as exc:
             core.lost(exc)
             return None
-        except BaseException:
-            core.abandon()
-            raise
 
     async def command(self, op: str, state: CircuitState | None = None, why: str = "") -> Changes:
         """A step asked for by hand (``set`` or ``read``), tried even while Redis is down.

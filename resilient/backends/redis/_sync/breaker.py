@@ -45,9 +45,6 @@ class BreakerLink:
             made = core.admitted(reply)
         except Exception as exc:
             return core.fallback(now, exc)
-        except BaseException:
-            core.abandon()
-            raise
         return made
 
     def record(self, ticket: object, outcome: int, end: float, hint: float | None) -> Changes:
@@ -85,9 +82,6 @@ class BreakerLink:
         except Exception as exc:
             core.lost(exc)
             return None
-        except BaseException:
-            core.abandon()
-            raise
 
     def command(self, op: str, state: CircuitState | None = None, why: str = "") -> Changes:
         """A step asked for by hand (``set`` or ``read``), tried even while Redis is down.
