@@ -192,6 +192,18 @@ async def test_off_by_default() -> None:
     assert response.text == "app:" + PREFIX + "/snapshot"
 
 
+async def test_mounted_in_a_starlette_app() -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    app = Starlette(routes=[Mount("/ops", app=DashboardApp([rs.CircuitBreaker(name="db")]))])
+    async with client(app) as http:
+        assert (await http.get("/ops/")).text.startswith("<!doctype html>")
+        data = (await http.get("/ops/snapshot")).json()
+        assert [p["name"] for p in data["policies"]] == ["db"]
+        assert (await http.get("/ops/dashboard.css")).status_code == 200
+
+
 def test_bad_options() -> None:
     for path in ("_resilient", "/"):
         with pytest.raises(rs.ConfigError):
