@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
+from .._clock import SYSTEM_CLOCK
+
 __all__ = ["render", "top"]
 
 _STATES = {
@@ -68,7 +70,7 @@ def top(
             stream.flush()
             if once:
                 return 0 if data is not None else 1
-            time.sleep(interval)  # a terminal view paced on the wall clock
+            SYSTEM_CLOCK.sleep(interval)  # a terminal view, paced on the wall clock
     except KeyboardInterrupt:
         return 0
 
