@@ -1,19 +1,23 @@
 """ASGI middleware: requests per second of a hello-world app under uvicorn with and
 without the middleware, and slowapi measured the same way, in one run.
 
-Each variant runs in its own uvicorn process (one worker, on a free loopback port);
+Two hello worlds: a bare Starlette app (the least work per request, so the
+middleware's share is largest) and a FastAPI app (what most users serve). Each
+variant runs in its own uvicorn process (one worker, on a free loopback port);
 this process drives them with a small keep-alive HTTP/1.1 load generator (several
 concurrent connections, a bounded number of requests and a bounded time per
 round). Rounds alternate between the variants and each ratio is taken within a
-round, then the median over rounds, so drift on a shared machine cancels out.
-The limiters are in memory and never refuse (the allowed path), with their
-response headers on.
+round against the same app without middleware, then the median over rounds, so
+drift on a shared machine cancels out. The limiters are in memory and never
+refuse (the allowed path), with their response headers on unless said otherwise.
 
-A second table gives the in-process cost per request (no server, no sockets):
-a raw ASGI call of the same Starlette app with and without each middleware.
+A second table gives the cost per request in process, best of interleaved
+batches (steadier on a shared machine): a raw ASGI call of the app, and the same
+request fed to uvicorn's own HTTP/1.1 protocol object over a fake transport (the
+server's work included, no sockets).
 
 The app factory ``make_app`` is what the server processes import
-(``BENCH_ASGI_VARIANT`` names the variant).
+(``BENCH_ASGI_VARIANT`` names the variant: ``<app>:<middleware>``).
 """
 
 from __future__ import annotations
@@ -36,12 +40,15 @@ NAME = "asgi"
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = (
-    "bare",
-    "resilient",
-    "resilient-no-headers",
-    "resilient-all",
-    "slowapi",
-    "slowapi-no-headers",
+    "starlette:bare",
+    "starlette:resilient",
+    "starlette:resilient-no-headers",
+    "starlette:resilient-all",
+    "starlette:slowapi",
+    "starlette:slowapi-no-headers",
+    "fastapi:bare",
+    "fastapi:resilient",
+    "fastapi:slowapi",
 )
 LABELS = {
     "bare": "no middleware",
@@ -55,29 +62,51 @@ RATE = "1000000/second"  # never reached: the allowed path
 CONNECTIONS = 16
 
 
+def _label(variant: str) -> str:
+    app, _, middleware = variant.partition(":")
+    return f"{'Starlette' if app == 'starlette' else 'FastAPI'}, {LABELS[middleware]}"
+
+
+def _bare(variant: str) -> str:
+    return variant.partition(":")[0] + ":bare"
+
+
 def make_app(variant: str | None = None) -> Any:
-    """The hello-world Starlette app, wrapped as *variant* says."""
-    from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.responses import PlainTextResponse
-    from starlette.routing import Route
+    """The hello-world app, wrapped as *variant* (``"<app>:<middleware>"``) says."""
+    variant = variant or os.environ.get("BENCH_ASGI_VARIANT", "starlette:bare")
+    kind, _, middleware = variant.partition(":")
+    app: Any
+    if kind == "fastapi":
+        from fastapi import FastAPI
 
-    variant = variant or os.environ.get("BENCH_ASGI_VARIANT", "bare")
+        app = FastAPI()
 
-    async def hello(request: Request) -> PlainTextResponse:
-        return PlainTextResponse("Hello, world!")
+        @app.get("/")
+        async def hello_fastapi() -> dict[str, str]:
+            return {"message": "Hello, world!"}
 
-    app = Starlette(routes=[Route("/", hello)])
-    if variant.startswith("resilient"):
+    elif kind == "starlette":
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import PlainTextResponse
+        from starlette.routing import Route
+
+        async def hello(request: Request) -> PlainTextResponse:
+            return PlainTextResponse("Hello, world!")
+
+        app = Starlette(routes=[Route("/", hello)])
+    else:
+        raise ValueError(variant)
+    if middleware.startswith("resilient"):
         import resilient as rs
         from resilient.adapters.asgi import ResilienceMiddleware
 
         policies: list[Any] = [rs.TokenBucket(RATE)]
-        if variant == "resilient-all":
+        if middleware == "resilient-all":
             policies += [rs.Bulkhead(10_000), rs.CircuitBreaker(), rs.Timeout(30)]
-        headers = variant != "resilient-no-headers"
+        headers = middleware != "resilient-no-headers"
         app.add_middleware(ResilienceMiddleware, *policies, rate_limit_headers=headers)
-    elif variant.startswith("slowapi"):
+    elif middleware.startswith("slowapi"):
         from slowapi import Limiter
         from slowapi.middleware import SlowAPIASGIMiddleware
         from slowapi.util import get_remote_address
@@ -85,10 +114,10 @@ def make_app(variant: str | None = None) -> Any:
         app.state.limiter = Limiter(
             key_func=get_remote_address,
             default_limits=[RATE],
-            headers_enabled=variant == "slowapi",
+            headers_enabled=middleware == "slowapi",
         )
         app.add_middleware(SlowAPIASGIMiddleware)
-    elif variant != "bare":
+    elif middleware != "bare":
         raise ValueError(variant)
     return app
 
@@ -195,7 +224,7 @@ async def _ready(port: int) -> None:
 
 
 def _throughput(quick: bool) -> Table:
-    rounds, seconds, limit = (3, 1.0, 50_000) if quick else (15, 2.0, 200_000)
+    rounds, seconds, limit = (3, 1.0, 50_000) if quick else (12, 2.0, 200_000)
     rates: dict[str, list[float]] = {v: [] for v in VARIANTS}
     cpu: dict[str, list[float]] = {v: [0.0, 0.0] for v in VARIANTS}  # seconds, requests
     with contextlib.ExitStack() as stack:
@@ -218,7 +247,7 @@ def _throughput(quick: bool) -> Table:
 
         asyncio.run(main())
     table = Table(
-        "Hello-world Starlette app under uvicorn (1 worker, h11), requests/s on loopback",
+        "Hello-world apps under uvicorn (1 worker, h11), requests/s on loopback",
         [
             "variant",
             "requests/s (median)",
@@ -230,22 +259,26 @@ def _throughput(quick: bool) -> Table:
     ratios: dict[str, float] = {}
     per_request = {v: (c / n * 1e6 if n else 0.0) for v, (c, n) in cpu.items()}
     for variant in VARIANTS:
-        per_round = [r / b for r, b in zip(rates[variant], rates["bare"], strict=True)]
+        bare = _bare(variant)
+        per_round = [r / b for r, b in zip(rates[variant], rates[bare], strict=True)]
         ratios[variant] = statistics.median(per_round)
         used = per_request[variant]
         table.add(
-            LABELS[variant],
+            _label(variant),
             f"{statistics.median(rates[variant]):,.0f}",
             f"{ratios[variant]:.3f}x",
             f"{used:,.1f}" if used else "n/a",
-            f"{per_request['bare'] / used:.3f}x" if used else "n/a",
+            f"{per_request[bare] / used:.3f}x" if used else "n/a",
         )
-    ok = "met" if ratios["resilient"] >= 0.9 else "NOT met"
-    table.notes.append(
-        f"target: resilient with an in-memory limiter >= 0.9x the requests/s without "
-        f"middleware: {ratios['resilient']:.3f}x ({ok}); slowapi measured the same way: "
-        f"{ratios['slowapi']:.3f}x"
-    )
+    for kind in ("starlette", "fastapi"):
+        ours = ratios[f"{kind}:resilient"]
+        ok = "met" if ours >= 0.9 else "NOT met"
+        name = "Starlette" if kind == "starlette" else "FastAPI"
+        table.notes.append(
+            f"target ({name}): resilient with an in-memory limiter >= 0.9x the requests/s "
+            f"without middleware: {ours:.3f}x ({ok}); slowapi measured the same way: "
+            f"{ratios[f'{kind}:slowapi']:.3f}x"
+        )
     table.notes.append(
         f"{CONNECTIONS} keep-alive connections from one asyncio client process; {rounds} "
         f"rounds of {seconds:g} s (at most {limit:,} requests each), variants interleaved; "
@@ -364,7 +397,6 @@ def _in_process(quick: bool) -> Table:
         return best, best_served
 
     times, served = asyncio.run(main())
-    bare, bare_served = times["bare"], served["bare"]
     table = Table(
         "In process: one request, without a server and through uvicorn's HTTP/1.1 protocol "
         "(no sockets)",
@@ -378,15 +410,16 @@ def _in_process(quick: bool) -> Table:
         ],
     )
     for variant in VARIANTS:
+        bare = _bare(variant)
         with_server = served[variant]
         known = with_server != float("inf")
         table.add(
-            LABELS[variant],
+            _label(variant),
             ns(times[variant]),
-            ns(times[variant] - bare),
+            ns(times[variant] - times[bare]),
             ns(with_server) if known else "n/a",
-            ns(with_server - bare_served) if known else "n/a",
-            f"{bare_served / with_server:.3f}x" if known else "n/a",
+            ns(with_server - served[bare]) if known else "n/a",
+            f"{served[bare] / with_server:.3f}x" if known else "n/a",
         )
     table.notes.append(
         f"best of {repeats} interleaved batches of {batch:,} requests, garbage collection on; "
