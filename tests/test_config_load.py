@@ -187,6 +187,7 @@ policies:
       record: [OSError]
       ignore: [FileNotFoundError]
       observe_only: true
+      backend: local
   windows:
     rate_limit: {rate: "5/s;100/min", algorithm: sliding_window, precise: false}
     circuit_breaker: {window: {size: 10}}
@@ -313,7 +314,8 @@ def test_the_every_key_document_really_has_every_key(cls):
     # A new field must be added to EVERYTHING (and so be tested end to end).
     missing = {f.name for f in dataclasses.fields(cls)} - _keys_written(EVERYTHING)
     # covered by test_fallback_value, the inheritance tests, test_backend_options_reach_the_store
-    assert missing <= {"value", "extends", "on_backend_error"}
+    # (and, for a shared breaker's flush_interval, test_redis_breaker_config)
+    assert missing <= {"value", "extends", "on_backend_error", "flush_interval"}
 
 
 def test_backend_options_reach_the_store(monkeypatch):
@@ -407,6 +409,9 @@ def test_settings_defaults_are_the_constructors_defaults():
     settings = CircuitBreakerSettings()
     for field in dataclasses.fields(CircuitBreakerSettings):
         if field.name in ("window", "record", "ignore"):
+            continue
+        if field.name in ("backend", "on_backend_error", "flush_interval"):
+            assert getattr(settings, field.name) is None  # a shared breaker's (null: memory)
             continue
         assert getattr(settings, field.name) == getattr(breaker, field.name), field.name
     assert breaker.window == rs.CountWindow(settings.window.size or 0)

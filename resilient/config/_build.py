@@ -282,7 +282,10 @@ class _Builder:
             assert timeout is not None
             return (step, timeout.total if step == "timeout" else timeout.attempt)
         settings = getattr(policy, step)
-        if isinstance(settings, RateLimitSettings) and settings.backend is not None:
+        if (
+            isinstance(settings, RateLimitSettings | CircuitBreakerSettings)
+            and settings.backend is not None
+        ):
             backend = self.built.stores.get(settings.backend)
             return (step, settings, backend[0] if backend else None)
         if isinstance(settings, RetrySettings) and settings.budget is not None:
@@ -311,6 +314,8 @@ class _Builder:
                 return self.retry(policy.retry, path, clock, common)
             if step == "circuit_breaker":
                 assert policy.circuit_breaker is not None
+                if policy.circuit_breaker.backend not in (None, *self.built.stores):
+                    return None  # the backend failed to build, and said so
                 return self.breaker(policy.circuit_breaker, path, clock, common)
             if step == "rate_limit":
                 assert policy.rate_limit is not None
@@ -441,6 +446,8 @@ class _Builder:
             )
         except ConfigError as exc:
             raise _relative(exc, "window") from None
+        if settings.backend is not None:
+            common = {**common, **self.shared_breaker(settings)}
         return CircuitBreaker(
             failure_rate=settings.failure_rate,
             slow_call_rate=settings.slow_call_rate,
@@ -461,6 +468,28 @@ class _Builder:
             clock=clock,
             **common,
         )
+
+    def shared_breaker(self, settings: CircuitBreakerSettings) -> dict[str, Any]:
+        """The arguments that share a breaker through its backend (none: the backend
+        keeps state in this process's memory)."""
+        store = self.built.stores[settings.backend or ""][1]
+        from ..backends.redis._core import StoreCore
+
+        if not isinstance(store, StoreCore):
+            for option in ("on_backend_error", "flush_interval"):
+                if getattr(settings, option) is not None:
+                    raise ConfigError(
+                        option,
+                        getattr(settings, option),
+                        f"null, as backend {settings.backend!r} keeps breakers in this process",
+                    )
+            return {}
+        options: dict[str, Any] = {"store": store}
+        if settings.on_backend_error is not None:
+            options["on_backend_error"] = settings.on_backend_error
+        if settings.flush_interval is not None:
+            options["flush_interval"] = settings.flush_interval
+        return options
 
     def limiter(
         self, settings: RateLimitSettings, clock: Clock | None, common: dict[str, Any]

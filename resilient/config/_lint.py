@@ -186,6 +186,11 @@ def lint(document: ConfigDocument, locator: Locator) -> list[LintWarning]:
     used_backends = {
         p.rate_limit.backend for p in document.policies.values() if p.rate_limit is not None
     }
+    used_backends.update(
+        p.circuit_breaker.backend
+        for p in document.policies.values()
+        if p.circuit_breaker is not None
+    )
     used_backends.update(budget.backend for budget in document.budgets.values())
     used_budgets = set()
     for p in document.policies.values():

@@ -151,6 +151,8 @@ def _breaker(c: CircuitBreakerSettings) -> str:
         text += f"; opens on Retry-After up to {seconds(c.max_retry_after)}"
     if c.observe_only:
         text += "; observe only"
+    if c.backend is not None:
+        text += f"; shared through backend {c.backend}"
     return text
 
 

@@ -631,6 +631,21 @@ class CircuitBreakerSettings:
     """Exception classes never counted, even if they match ``record``."""
     observe_only: bool = False
     """Run the state machine and emit events, but never reject."""
+    backend: str | None = None
+    """Share the breaker with every replica through this entry of ``backends`` (Redis);
+    ``null``: this process's memory."""
+    on_backend_error: OnBackendError | None = None
+    """What the shared breaker does when its backend fails, instead of the backend's
+    ``on_backend_error``."""
+    flush_interval: Duration | None = None
+    """Shared breaker: the longest a replica decides from its view of the shared state
+    (``null``: 1s; ``0``: ask Redis on every call)."""
+
+    def __post_init__(self) -> None:
+        for name in ("on_backend_error", "flush_interval"):
+            value = getattr(self, name)
+            if value is not None and self.backend is None:
+                raise ConfigError(name, value, "null without a backend (a shared breaker's)")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -392,11 +392,12 @@ class _Validation:
                 at: Key = ("budgets", str(name), "backend")
                 self.mismatch(at, backend, _one_of("a backend name", backend_names, backend))
         for name, policy in policies.items() if isinstance(policies, dict) else ():
-            limit = policy.get("rate_limit") if isinstance(policy, dict) else None
-            backend = limit.get("backend") if isinstance(limit, dict) else None
-            if isinstance(backend, str) and backend not in backend_names:
-                path = self.where(("policies", str(name), "rate_limit", "backend"), True, "")
-                self.mismatch(path, backend, _one_of("a backend name", backend_names, backend))
+            for step in ("rate_limit", "circuit_breaker"):
+                section = policy.get(step) if isinstance(policy, dict) else None
+                backend = section.get("backend") if isinstance(section, dict) else None
+                if isinstance(backend, str) and backend not in backend_names:
+                    path = self.where(("policies", str(name), step, "backend"), True, "")
+                    self.mismatch(path, backend, _one_of("a backend name", backend_names, backend))
             retry = policy.get("retry") if isinstance(policy, dict) else None
             budget = retry.get("budget") if isinstance(retry, dict) else None
             if isinstance(budget, str) and budget.strip() not in budget_names:
