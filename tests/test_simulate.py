@@ -14,6 +14,7 @@ import pytest
 
 from resilient._cli import main
 from resilient.simulate import (
+    BUNDLED_POLICIES,
     SCENARIOS,
     AttemptRecord,
     SimulationResult,
@@ -27,7 +28,7 @@ from resilient.simulate import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-POLICIES = ROOT / "examples" / "simulate.yaml"
+POLICIES = BUNDLED_POLICIES
 
 
 @functools.cache
@@ -192,7 +193,7 @@ def test_the_terminal_view_draws_the_timeline_and_the_summary():
     assert strip == "C" * 12 + "O" * 19 + "C" * 29
     assert any(line.startswith("phase") and "outage" in line for line in lines)
     assert "load amplification x0.72" in text
-    assert "rejected 1752 (29.6%) (circuit_open 1750, half_open_full 2)" in text
+    assert "rejected 1752 (29.6%): circuit_open 1750, half_open_full 2" in text
     assert "'guarded': closed -> open -> half_open -> open" in text
 
 
@@ -342,3 +343,23 @@ def test_the_command_reports_bad_input(capsys, tmp_path):
 
 def test_a_trace_is_a_trace():
     assert isinstance(scenario("outage"), Trace)
+
+
+# -- the docs show what the command prints ---------------------------------------------------------
+
+
+def test_the_docs_page_shows_the_commands_output(capsys, monkeypatch, tmp_path):
+    page = (ROOT / "docs" / "simulate.md").read_text(encoding="utf-8")
+    shown = page.split("<!-- simulate-output:start -->\n```text\n")[1].split("```\n")[0]
+    monkeypatch.chdir(tmp_path)
+    args = ["simulate", "--policy", "guarded", "--scenario", "outage"]  # the bundled policies
+    assert main([*args, "--out", "outage.svg"]) == 0
+    printed = capsys.readouterr().out
+    assert printed == shown, "docs/simulate.md: paste the command's output again"
+    policies = page.split("<!-- bundled-policies:start -->\n```toml\n")[1].split("```\n")[0]
+    assert policies == BUNDLED_POLICIES.read_text(encoding="utf-8")
+    image = (ROOT / "docs" / "img" / "simulate-outage.svg").read_text(encoding="utf-8")
+    assert image == (tmp_path / "outage.svg").read_text(encoding="utf-8"), (
+        "regenerate docs/img/simulate-outage.svg: resilient simulate "
+        "--policy guarded --scenario outage --out docs/img/simulate-outage.svg"
+    )

@@ -39,12 +39,13 @@ from ._engine import (
 )
 from ._loop import SimulationStalledError, VirtualClock
 from ._report import BreakerSummary, Bucket, Summary, render_text
-from ._scenarios import SCENARIOS, Scenario, scenario
+from ._scenarios import BUNDLED_POLICIES, SCENARIOS, Scenario, scenario
 from ._trace import Trace, TraceError, TraceRow, load_trace
 
 __all__ = [
     "AttemptRecord",
     "BreakerSummary",
+    "BUNDLED_POLICIES",
     "Bucket",
     "DependencyError",
     "DependencyStatusError",

@@ -52,7 +52,7 @@ def _nice_max(value: float) -> float:
     if value <= 0:
         return 1.0
     exponent = math.floor(math.log10(value))
-    for step in (1, 2, 2.5, 5, 10):
+    for step in (1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
         top = step * 10**exponent
         if top >= value:
             return float(top)
@@ -64,7 +64,9 @@ def _fmt(value: float) -> str:
 
 
 def _time_label(seconds: float) -> str:
-    if seconds >= 120 and seconds % 60 == 0:
+    if seconds >= 3600 and not seconds % 3600:
+        return f"{seconds / 3600:g}h"
+    if seconds >= 60 and not seconds % 60:
         return f"{seconds / 60:g}m"
     return f"{seconds:g}s"
 

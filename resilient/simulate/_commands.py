@@ -28,7 +28,13 @@ def add_commands(sub: Any) -> None:
         "of calls, attempts, rejections, retries and breaker states with a summary, and "
         "optionally write a chart. Scenarios: " + scenarios + ".",
     )
-    simulate.add_argument("file", metavar="FILE", help="a policy file (YAML, TOML or JSON)")
+    simulate.add_argument(
+        "file",
+        metavar="FILE",
+        nargs="?",
+        help="a policy file (YAML, TOML or JSON); default: the bundled one, whose policies "
+        "are naive, guarded and patient",
+    )
     simulate.add_argument(
         "--policy", metavar="NAME", help="the policy to simulate (optional if FILE has one)"
     )
@@ -103,7 +109,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     from ._engine import simulate_file
     from ._loop import SimulationStalledError
     from ._report import render_text, summarize, timeline
-    from ._scenarios import scenario
+    from ._scenarios import BUNDLED_POLICIES, scenario
     from ._trace import load_trace
 
     if args.bucket is not None and not args.bucket > 0:
@@ -118,7 +124,11 @@ def run_simulate(args: argparse.Namespace) -> int:
             trace = load_trace(args.trace)
         with _quiet():
             result = simulate_file(
-                args.file, args.policy, trace, seed=args.seed, format=args.format
+                args.file or BUNDLED_POLICIES,
+                args.policy,
+                trace,
+                seed=args.seed,
+                format=args.format,
             )
     except ConfigError as exc:
         return _fail(str(exc))

@@ -242,9 +242,11 @@ def _seconds(value: float) -> str:
 
 
 def _axis(seconds: float) -> str:
-    if seconds < 120 or seconds % 60:
-        return f"{seconds:g}s"
-    return f"{seconds / 60:g}m"
+    if seconds >= 3600 and not seconds % 3600:
+        return f"{seconds / 3600:g}h"
+    if seconds >= 60 and not seconds % 60:
+        return f"{seconds / 60:g}m"
+    return f"{seconds:g}s"
 
 
 def _spark(values: Sequence[float], top: float, chars: str) -> str:
@@ -369,12 +371,12 @@ def _summary_lines(s: Summary, dot: str) -> list[str]:
     if o["fallback"]:
         parts.append(f"fallback {_share(o['fallback'], s.requests)}")
     failed = ", ".join(f"{k} {v}" for k, v in s.failed.items())
-    parts.append(f"failed {_share(o['failed'], s.requests)}" + (f" ({failed})" if failed else ""))
+    parts.append(f"failed {_share(o['failed'], s.requests)}" + (f": {failed}" if failed else ""))
     if o["timed_out"]:
         parts.append(f"timed out {_share(o['timed_out'], s.requests)}")
     rejected = ", ".join(f"{k} {v}" for k, v in s.rejected.items())
     parts.append(
-        f"rejected {_share(o['rejected'], s.requests)}" + (f" ({rejected})" if rejected else "")
+        f"rejected {_share(o['rejected'], s.requests)}" + (f": {rejected}" if rejected else "")
     )
     out.append("callers     " + sep.join(parts))
     dependency = ", ".join(f"{k} {v}" for k, v in s.dependency.items())

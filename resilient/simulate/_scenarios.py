@@ -24,11 +24,15 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from .._errors import ConfigError
 from ._trace import Trace, TraceRow
 
-__all__ = ["SCENARIOS", "Scenario", "scenario"]
+__all__ = ["BUNDLED_POLICIES", "SCENARIOS", "Scenario", "scenario"]
+
+BUNDLED_POLICIES = Path(__file__).with_name("policies.toml")
+"""The policy file ``resilient simulate`` uses without one: ``naive``, ``guarded``, ``patient``."""
 
 DURATION = 300.0
 DEFAULT_RATE = 20.0
