@@ -363,3 +363,41 @@ def test_the_docs_page_shows_the_commands_output(capsys, monkeypatch, tmp_path):
         "regenerate docs/img/simulate-outage.svg: resilient simulate "
         "--policy guarded --scenario outage --out docs/img/simulate-outage.svg"
     )
+
+
+def test_brownout_with_a_capacity_through_naive_and_guarded():
+    naive = simulate_file(POLICIES, "naive", scenario("brownout"), capacity=30)
+    guarded = simulate_file(POLICIES, "guarded", scenario("brownout"), capacity=30)
+    assert counts(naive) == {
+        "requests": 5926,
+        "attempts": 13826,
+        "outcomes": {"ok": 3460, "failed": 2429, "timed_out": 37},
+        "failed": {"overloaded": 2429},
+        "rejected": {},
+        "retries": 7900,
+        "retry_budget_denied": 0,
+        "timeouts": 179,
+    }
+    assert naive.summary().dependency == {"overloaded": 10187, "ok": 3460, "cancelled": 179}
+    assert naive.peak_in_flight == 30
+    assert guarded.summary().dependency == {"ok": 3036, "overloaded": 239, "cancelled": 102}
+    assert guarded.summary().breakers[0].opened == 13
+
+
+def test_the_docs_pages_command_lines_print_what_they_show(capsys):
+    page = (ROOT / "docs" / "simulate.md").read_text(encoding="utf-8")
+    runs: list[tuple[list[str], list[str]]] = []
+    for line in page.splitlines():
+        if line.startswith("$ resilient simulate "):
+            runs.append((line.split()[2:], []))
+        elif runs and line.startswith("```"):
+            runs.append(([], []))  # a block ends: stop collecting
+        elif runs and runs[-1][0] and line:
+            runs[-1][1].append(line)
+    runs = [run for run in runs if run[0]]
+    assert len(runs) == 2
+    for args, shown in runs:
+        assert main(args) == 0
+        printed = capsys.readouterr().out.splitlines()
+        for line in shown:
+            assert line in printed, f"docs/simulate.md: {' '.join(args)} no longer prints {line!r}"

@@ -316,3 +316,58 @@ def test_the_trace_loader_feeds_the_engine(tmp_path):
         (1, 1, 0.5),
         (0, 1, 1.1),  # the 503 ended at 0.1 and asked for 1 s; row 1 answers
     ]
+
+
+# -- a dependency with a capacity -------------------------------------------------------------
+
+
+def test_a_dependency_at_its_capacity_refuses_at_once():
+    rows = [(0.0, 1.0, "ok")] * 4 + [(0.5, 1.0, "ok"), (1.01, 1.0, "ok")]
+    result = simulate(trace(*rows), lambda c, ls: rs.Retry(1, clock=c), capacity=2)
+    assert [(r.outcome, r.detail, r.end) for r in result.requests] == [
+        ("ok", "", 1.0),
+        ("ok", "", 1.0),
+        ("failed", "overloaded", 0.0),
+        ("failed", "overloaded", 0.0),
+        ("failed", "overloaded", 0.5),
+        ("ok", "", 2.01),  # the first two were done at 1.0
+    ]
+    assert result.peak_in_flight == 2
+    assert result.summary().dependency == {"ok": 3, "overloaded": 3}
+
+
+def test_abandoned_work_keeps_the_dependency_busy():
+    rows = [(0.0, 1.0, "ok"), (0.5, 0.1, "ok"), (1.01, 0.1, "ok")]
+
+    def policy(clock, listeners):
+        return rs.Timeout(0.2, clock=clock, listeners=listeners)
+
+    result = simulate(trace(*rows), policy, capacity=1)
+    # The first call was given up at 0.2, but the dependency worked on it until 1.0.
+    assert [(r.outcome, r.detail) for r in result.requests] == [
+        ("timed_out", "timeout"),
+        ("failed", "overloaded"),
+        ("ok", ""),
+    ]
+
+
+def test_retries_into_an_overloaded_dependency_make_it_worse():
+    rows = [(i * 0.05, 0.5, "ok") for i in range(40)]
+
+    def retrying(clock, listeners):
+        return rs.Retry(attempts=4, backoff=rs.Backoff.constant(0.05), clock=clock)
+
+    def once(clock, listeners):
+        return rs.Retry(attempts=1, clock=clock)
+
+    calm = simulate(trace(*rows), once, capacity=5)
+    storm = simulate(trace(*rows), retrying, capacity=5)
+    assert calm.amplification == 1.0
+    assert storm.amplification > 2.0
+    assert storm.summary().dependency["overloaded"] > calm.summary().dependency["overloaded"]
+
+
+def test_capacity_is_validated():
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(rs.ConfigError, match="capacity"):
+            simulate(trace((0.0, 0.1, "ok")), lambda c, ls: rs.Retry(clock=c), capacity=bad)

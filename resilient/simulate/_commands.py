@@ -54,6 +54,13 @@ def add_commands(sub: Any) -> None:
         help="requests a second in a scenario (20)",
     )
     simulate.add_argument(
+        "--capacity",
+        type=int,
+        metavar="N",
+        help="the dependency works on at most N requests at once and refuses the rest "
+        "(503): retries then make an overload worse (default: no limit)",
+    )
+    simulate.add_argument(
         "--bucket", type=float, metavar="SECONDS", help="time per column (default: ~60 columns)"
     )
     simulate.add_argument(
@@ -128,6 +135,7 @@ def run_simulate(args: argparse.Namespace) -> int:
                 args.policy,
                 trace,
                 seed=args.seed,
+                capacity=args.capacity,
                 format=args.format,
             )
     except ConfigError as exc:

@@ -5,7 +5,8 @@ Each row of the trace starts a task at its arrival time that awaits
 for the latency of the row it answers with, then returns or raises what the row
 says. Everything the policy does — retries and their backoff, timeouts, breaker
 transitions, limiter and bulkhead waits — happens on the virtual loop, so an
-hour of traffic replays in about a second, the same way every run.
+hour of traffic replays in seconds, the same way every run. With a ``capacity``
+the dependency also refuses attempts beyond the requests it is working on.
 """
 
 from __future__ import annotations
@@ -364,16 +365,22 @@ def _adopt(policies: list[Policy]) -> tuple[dict[str, type[SimulatedError]], lis
 
 
 class _Run:
-    def __init__(self, trace: Trace, policy: Policy, clock: VirtualClock) -> None:
+    def __init__(
+        self, trace: Trace, policy: Policy, clock: VirtualClock, capacity: int | None
+    ) -> None:
         self.trace = trace
         self.policy = policy
         self.clock = clock
         self.times = [row.time for row in trace.rows]
         self.requests: list[RequestRecord | None] = [None] * len(trace.rows)
         self.attempts: list[AttemptRecord] = []
-        self.in_flight = 0
+        self.capacity = capacity
+        self.busy = 0  # requests the dependency is working on
         self.peak = 0
         self.classes: dict[str, type[SimulatedError]] = dict(_BASES)
+
+    def release(self) -> None:
+        self.busy -= 1
 
     def row_at(self, now: float) -> int:
         return max(bisect.bisect_right(self.times, now) - 1, 0)
@@ -401,14 +408,24 @@ class _Run:
             row = rows[answer]
             count += 1
             start = clock.now
-            self.in_flight += 1
-            self.peak = max(self.peak, self.in_flight)
+            if self.capacity is not None and self.busy >= self.capacity:
+                self.attempts.append(AttemptRecord(index, answer, start, start, "overloaded"))
+                raise self.classes["status"](
+                    f"the dependency is at its capacity ({self.capacity} calls in progress)",
+                    outcome="overloaded",
+                    status=503,
+                    retry_after=None,
+                )
+            # The dependency works on the request for its whole latency, even when the
+            # caller gives up on it sooner: abandoned work still takes its capacity.
+            self.busy += 1
+            self.peak = max(self.peak, self.busy)
+            asyncio.get_running_loop().call_later(row.latency, self.release)
             outcome = "cancelled"
             try:
                 await asyncio.sleep(row.latency)
                 outcome = row.outcome
             finally:
-                self.in_flight -= 1
                 self.attempts.append(AttemptRecord(index, answer, start, clock.now, outcome))
             if row.failed:
                 raise self.failure(row)
@@ -453,6 +470,7 @@ def simulate(
     *,
     name: str | None = None,
     seed: int = 0,
+    capacity: int | None = None,
 ) -> SimulationResult:
     """Replay *trace* through the policy *policy* builds, in virtual time.
 
@@ -467,6 +485,10 @@ def simulate(
         name: the name reported for the policy (default: its ``name``).
         seed: seeds every random draw of the policies (backoff jitter, shedding), so a
             run is reproducible: the same trace, policy and seed give the same result.
+        capacity: the most requests the dependency works on at once; an attempt beyond
+            it is refused at once (``overloaded``, a 503). Work that a timeout abandoned
+            still takes its place until its latency has passed. ``None``: no limit (the
+            dependency answers as the trace says, however many calls it gets).
 
     Returns:
         A :class:`SimulationResult`.
@@ -478,7 +500,7 @@ def simulate(
     built = policy(clock, [recorder])
     if not isinstance(built, Policy):
         raise ConfigError("policy", built, "the factory to return a policy")
-    return _execute(trace, built, clock, recorder, name, seed)
+    return _execute(trace, built, clock, recorder, name=name, seed=seed, capacity=capacity)
 
 
 def _run_loop(run: _Run, clock: VirtualClock) -> None:
@@ -513,14 +535,20 @@ def _execute(
     policy: Policy,
     clock: VirtualClock,
     recorder: _Recorder,
+    *,
     name: str | None,
     seed: int,
+    capacity: int | None,
     warnings: tuple[str, ...] = (),
 ) -> SimulationResult:
+    if capacity is not None and (
+        isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1
+    ):
+        raise ConfigError("capacity", capacity, "an int >= 1, or None for no limit")
     policies = _flatten(policy)
     _check(policies, clock)
     _seed(policies, seed)
-    run = _Run(trace, policy, clock)
+    run = _Run(trace, policy, clock, capacity)
     run.classes, notes = _adopt(policies)
     breakers = tuple((p.name, _state(p.state)) for p in policies if isinstance(p, CircuitBreaker))
     if TESTING.enabled:
@@ -550,14 +578,17 @@ def simulate_file(
     trace: Trace,
     *,
     seed: int = 0,
+    capacity: int | None = None,
     format: str | None = None,
     env: dict[str, str] | None = None,
 ) -> SimulationResult:
     """Replay *trace* through the policy named *policy* in the policy file *source*.
 
-    The file is loaded with the simulation's clock (``load_config(source,
-    clock=...)``); *policy* may be ``None`` when the file has exactly one policy.
-    Raises :class:`~resilient.ConfigError` for a bad file or an unknown name.
+    The file (a path, or the text of one) is loaded with the simulation's clock
+    (``load_config(source, format, env=env, clock=...)``); *policy* may be ``None``
+    when the file has exactly one policy. *seed* and *capacity* are as for
+    :func:`simulate`. The file's lint warnings about the policy become the result's
+    first notes. Raises :class:`~resilient.ConfigError` for a bad file or an unknown name.
     """
     from ..config import load_config
 
@@ -565,23 +596,29 @@ def simulate_file(
     recorder = _Recorder()
     registry = load_config(source, format, env=env, clock=clock, listeners=[recorder])
     names = list(registry)
+    where = "the policy file" if isinstance(source, str) and "\n" in source else str(source)
     if policy is None:
         if len(names) != 1:
             raise ConfigError(
-                "--policy",
-                None,
-                f"a policy name: {source} has {', '.join(names) or 'no policies'}",
+                "policy", expected=f"a policy name: {where} has {', '.join(names) or 'none'}"
             )
         policy = names[0]
     if policy not in registry:
-        raise ConfigError(
-            "--policy", policy, f"one of the policies of {source}: {', '.join(names)}"
-        )
+        raise ConfigError("policy", policy, f"one of the policies of {where}: {', '.join(names)}")
     prefix = f"policies.{policy}."
     warnings = tuple(
         f"{w.message} [{w.code}]" for w in registry.warnings if w.path.startswith(prefix)
     )
-    return _execute(trace, registry[policy], clock, recorder, policy, seed, warnings)
+    return _execute(
+        trace,
+        registry[policy],
+        clock,
+        recorder,
+        name=policy,
+        seed=seed,
+        capacity=capacity,
+        warnings=warnings,
+    )
 
 
 def percentile(values: Sequence[float], q: float) -> float:
