@@ -226,6 +226,28 @@ async def test_the_authenticated_user_is_a_key(clock):
         assert (await one.get("/")).status_code == 429
 
 
+def test_user_keys_from_any_kind_of_user():
+    from resilient.adapters.asgi import user_key
+
+    class Anonymous:
+        is_authenticated = False
+
+    class Named:
+        username = "carol"
+
+        @property
+        def identity(self) -> str:
+            raise NotImplementedError
+
+    assert user_key({"user": "dave"}) == "user:dave"
+    assert user_key({"user": ""}) is None
+    assert user_key({}) is None
+    assert user_key({"user": Anonymous()}) is None
+    assert user_key({"user": Named()}) == "user:carol"
+    assert user_key({"user": SimpleUser("x" * 300)}).startswith("user:sha256:")
+    assert user_key({"user": object()}) is None
+
+
 async def test_key_callables_by_object_and_by_import_path(clock):
     def tenant(scope: dict[str, Any]) -> str | None:
         return dict(scope["headers"]).get(b"x-tenant", b"").decode() or None
@@ -902,6 +924,34 @@ async def test_the_default_retry_after_for_policies_that_cannot_say(clock):
     assert answer.json()["detail"] == "The service is temporarily unavailable."
     with pytest.raises(rs.ConfigError):
         ResilienceMiddleware(Hello(), cb, default_retry_after=-1)
+
+
+async def test_a_rate_limit_refusal_from_another_policy_answers_429():
+    class Quota:
+        async def acall(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+            raise rs.RateLimitedError("quota", retry_after=4.2)
+
+        def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+            raise rs.RateLimitedError("quota", retry_after=4.2)
+
+    answer = await call(ResilienceMiddleware(Hello(), Quota()), http_scope())
+    assert answer.status == 429
+    assert answer.headers["retry-after"] == "5"
+    assert answer.json()["detail"] == "Too many requests; retry in 5 s."
+
+
+async def test_unusable_reloaded_routes_keep_the_old_ones(clock, caplog):
+    class Registry(dict[str, Any]):
+        routes: Any = None
+
+    registry = Registry(api=rs.TokenBucket("1/min", clock=clock))
+    registry.routes = type("Routes", (), {"asgi": ({"path": "/api/*", "policy": "api"},)})()
+    mw = ResilienceMiddleware(Hello(), registry=registry)
+    assert "ResilienceMiddleware(app=" in repr(mw)
+    assert (await call(mw, http_scope("/api/x"))).status == 200
+    registry.routes = type("Routes", (), {"asgi": ({"path": "/api/*", "policy": "gone"},)})()
+    assert (await call(mw, http_scope("/api/x"))).status == 429  # the old routes still apply
+    assert "unusable" in caplog.text
 
 
 async def test_a_guard_whose_backend_fails_answers_503():

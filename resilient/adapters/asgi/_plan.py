@@ -258,7 +258,7 @@ def _compile(pattern: str) -> Callable[[str], re.Match[str] | None]:
 class RouteTable:
     """The routes and the default, resolved against an optional registry."""
 
-    __slots__ = ("_default", "_prepare", "_routes", "registry")
+    __slots__ = ("_default", "_routes", "registry")
 
     def __init__(
         self,
@@ -266,12 +266,10 @@ class RouteTable:
         routes: Sequence[Route],
         registry: Mapping[str, Any] | None,
         key: KeyFunc | None,
-        prepare: Callable[[Plan], None] | None = None,
     ) -> None:
         if registry is not None and not isinstance(registry, Mapping):
             raise ConfigError("registry", registry, "a mapping of names to policies (a Registry)")
         self.registry = registry
-        self._prepare = prepare
         self._default = _Slot(_target_items(policies, "policies"), key, None, "policies")
         self._routes: list[tuple[Callable[[str], Any], frozenset[str] | None, _Slot]] = []
         for index, route in enumerate(routes):
@@ -331,13 +329,4 @@ class RouteTable:
 
     def _build(self, source: tuple[Policy, ...], slot: _Slot) -> Plan:
         named = tuple(isinstance(item, str) for item in slot.items)
-        plan = Plan(source, key=slot.key, route=slot.route, where=slot.where, named=named)
-        if self._prepare is not None:
-            self._prepare(plan)
-        return plan
-
-    def plans(self) -> Iterator[Plan]:
-        """Every plan built so far."""
-        for slot in (self._default, *(entry[2] for entry in self._routes)):
-            if slot.plan is not None:
-                yield slot.plan
+        return Plan(source, key=slot.key, route=slot.route, where=slot.where, named=named)
