@@ -335,6 +335,10 @@ def test_the_command_reports_bad_input(capsys, tmp_path):
     assert ".svg or .png" in capsys.readouterr().err
     assert main([*args, "--bucket", "0"]) == 1
     assert "--bucket" in capsys.readouterr().err
+    assert main([*args, "--bucket", "0.001"]) == 1
+    assert "use a wider one" in capsys.readouterr().err
+    assert main([*args, "--capacity", "0"]) == 1
+    assert "capacity: expected an int >= 1" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["simulate", str(POLICIES), "--policy", "naive"])  # neither scenario nor trace
     with pytest.raises(SystemExit):

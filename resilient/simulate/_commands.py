@@ -148,6 +148,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     info = sys.stderr if args.json else sys.stdout
     written = []
     try:
+        timeline(result, args.bucket)  # a bucket too small for the span fails here, first
         if args.save_trace:
             path = args.save_trace
             text = trace.to_json() if path.lower().endswith(".json") else trace.to_csv()
@@ -156,7 +157,7 @@ def run_simulate(args: argparse.Namespace) -> int:
             written.append(path)
         for out in args.out:
             written.append(str(write_chart(result, out, bucket=args.bucket)))
-    except ConfigError as exc:
+    except ValueError as exc:  # ConfigError too
         return _fail(str(exc))
     except OSError as exc:
         return _fail(f"{exc.filename or ''}: {exc.strerror or exc}")

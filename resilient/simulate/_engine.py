@@ -20,7 +20,7 @@ import random
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .._budget import RetryBudget
 from .._circuit_breaker import CircuitBreaker
@@ -39,6 +39,9 @@ from ..observability._events import (
 )
 from ._loop import VirtualClock, new_loop
 from ._trace import Trace, TraceRow
+
+if TYPE_CHECKING:
+    from ._report import Bucket, Summary
 
 __all__ = [
     "AttemptRecord",
@@ -215,13 +218,13 @@ class SimulationResult:
                 return item
         raise KeyError(name)
 
-    def summary(self) -> Any:
+    def summary(self) -> Summary:
         """The totals (a :class:`~resilient.simulate.Summary`)."""
         from ._report import summarize
 
         return summarize(self)
 
-    def timeline(self, bucket: float | None = None) -> Any:
+    def timeline(self, bucket: float | None = None) -> list[Bucket]:
         """Per-bucket counts (a list of :class:`~resilient.simulate.Bucket`); *bucket* in
         seconds, ``None``: about 60 buckets of a round width."""
         from ._report import timeline
