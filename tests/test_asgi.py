@@ -1032,3 +1032,19 @@ def test_the_module_imports_no_framework():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+async def test_the_example_app_runs(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "asgi_app.py"
+    spec = importlib.util.spec_from_file_location("asgi_example", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    await module.tour()
+    out = capsys.readouterr().out
+    assert "RateLimit-Policy:" in out
+    assert "every route sheds -> 503" in out
