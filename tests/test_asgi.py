@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -1034,12 +1035,13 @@ def test_the_module_imports_no_framework():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "asgi_app.py"
+
+
 async def test_the_example_app_runs(capsys):
     import importlib.util
-    from pathlib import Path
 
-    path = Path(__file__).resolve().parent.parent / "examples" / "asgi_app.py"
-    spec = importlib.util.spec_from_file_location("asgi_example", path)
+    spec = importlib.util.spec_from_file_location("asgi_example", EXAMPLE)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
