@@ -260,6 +260,18 @@ def _spark(values: Sequence[float], top: float, chars: str) -> str:
     return "".join(out)
 
 
+def _phase_strip(phases: Sequence[tuple[float, str]], width: float, n: int, mark: str) -> str:
+    """Each phase's label from its first column, cut where the next phase starts."""
+    strip = [" "] * n
+    ordered = sorted(phases)
+    for k, (start, label) in enumerate(ordered):
+        first = min(int(start // width), n - 1)
+        stop = n if k + 1 == len(ordered) else min(int(ordered[k + 1][0] // width), n)
+        text = (mark + label)[: max(stop - first, 0)]
+        strip[first : first + len(text)] = text
+    return "".join(strip)
+
+
 def _paint(text: str, code: str, colour: bool) -> str:
     return f"\x1b[{code}m{text}\x1b[0m" if colour and text.strip() else text
 
@@ -283,9 +295,7 @@ def render_text(
     n = len(buckets)
     label_w = 11
     lines = []
-    title = f"policy {result.policy!r} · trace {result.trace.name}"
-    if not unicode:
-        title = title.replace("·", "-")
+    title = f"policy {result.policy!r} {dot} trace {result.trace.name}"
     lines.append(f"{title} (seed {result.seed}): {summary.requests} requests over {_seconds(span)}")
     if result.trace.description:
         lines.append(f"  {result.trace.description}")
@@ -302,25 +312,15 @@ def render_text(
     lines.append(" " * (label_w + 1) + "".join(axis).rstrip())
 
     if result.trace.phases:
-        strip = [" "] * n
-        phases = sorted(result.trace.phases)
-        for k, (start, label) in enumerate(phases):
-            first = min(int(start // width), n - 1)
-            stop = n if k + 1 == len(phases) else min(int(phases[k + 1][0] // width), n)
-            text = (label + " " * n)[: max(stop - first, 0)]
-            for j, ch in enumerate(text):
-                strip[first + j] = ch
-            if first < n and stop - first > 1:
-                strip[first] = "^" if not unicode else "▏"
-                for j, ch in enumerate(label[: stop - first - 1]):
-                    strip[first + 1 + j] = ch
-        lines.append(f"{'phase':<{label_w}}{bar}{''.join(strip)}{bar}")
+        strip = _phase_strip(result.trace.phases, width, n, "▏" if unicode else ">")
+        lines.append(f"{'phase':<{label_w}}{bar}{strip}{bar}")
 
     per_s = [b.width for b in buckets]
     series = [
         ("offered", [b.offered for b in buckets], "0"),
         ("attempts", [b.attempts for b in buckets], "36"),
-        ("ok", [b.ok + b.fallback for b in buckets], "32"),
+        ("ok", [b.ok for b in buckets], "32"),
+        ("fallback", [b.fallback for b in buckets], "36"),
         ("failed", [b.failed for b in buckets], "31"),
         ("timed out", [b.timed_out for b in buckets], "33"),
         ("rejected", [b.rejected for b in buckets], "35"),
