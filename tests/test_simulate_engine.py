@@ -293,6 +293,12 @@ def test_a_policy_file_with_a_shared_backend_is_refused(tmp_path):
     )
     with pytest.raises(rs.ConfigError, match="shared store"):
         simulate_file(path, "api", trace((0.0, 0.1, "ok")))
+    path.write_text(
+        "backends: {shared: {url: 'redis://127.0.0.1:1/0'}}\n"
+        "policies: {api: {circuit_breaker: {backend: shared}}}\n"
+    )
+    with pytest.raises(rs.ConfigError, match="shared store"):
+        simulate_file(path, "api", trace((0.0, 0.1, "ok")))
 
 
 def test_a_policy_file_with_an_unimportable_class_stops_the_run(tmp_path):

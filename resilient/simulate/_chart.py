@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
@@ -129,11 +130,12 @@ class _Svg:
 
 
 def _steps(
-    buckets: list[Bucket], values: list[float], x: object, y: object
+    buckets: list[Bucket],
+    values: list[float],
+    x: Callable[[float], float],
+    y: Callable[[float], float],
 ) -> list[tuple[float, float]]:
     """A step line through the buckets' values."""
-    assert callable(x)
-    assert callable(y)
     points: list[tuple[float, float]] = []
     for b, v in zip(buckets, values, strict=True):
         points.append((x(b.start), y(v)))
