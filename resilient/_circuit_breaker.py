@@ -462,6 +462,8 @@ class _BreakerCore:
 
     def _move(self, new: CircuitState, why: str, now: float, changes: list[_Change]) -> None:
         old = self.state
+        if old is CLOSED:
+            self._fold()  # lock-free successes belong to the window this state leaves
         self.seq += 1
         generation = self.generation = self.seq
         self.state = new

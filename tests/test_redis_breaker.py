@@ -642,8 +642,6 @@ def test_a_replica_with_another_window_starts_it_afresh(redis_url):
     assert counted.flush().calls == 0  # and back: the count window starts over too
 
 
-
-
 @pytest.fixture
 def breaker_pair(redis_url: str) -> Iterator[tuple[Any, Any, FakeClock]]:
     clock = FakeClock()
@@ -666,3 +664,64 @@ def test_changes_made_elsewhere_are_reported_when_seen(breaker_pair):
     with pytest.raises(rs.CircuitOpenError):
         b.call(lambda: 1)
     assert heard.seen == [("closed", "forced_open", "force_open()", 2.0)]
+
+
+# -- batched: outcomes counted here, sent later -------------------------------------------------
+
+BATCHED_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("call"), st.sampled_from(["ok", "ok", "ok", "fail", "slow"])),
+        st.tuples(st.just("advance"), st.sampled_from([0.25, 0.5, 1.0, 3.0])),
+    ),
+    max_size=60,
+)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    window=st.sampled_from([rs.CountWindow(8), rs.TimeWindow(4.0, buckets=4)]),
+    ops=BATCHED_OPS,
+)
+def test_batched_outcomes_fill_the_same_window(redis_url, window, ops):
+    """With the default flush_interval, outcomes travel in batches (the successes of a
+    count window counted without a lock); once sent, the shared window holds exactly
+    what the in-memory breaker's does."""
+    config = {"window": window, "minimum_calls": 1000, "slow_call_duration": 2.0}
+    totals = []
+    for shared in (False, True):
+        clock = FakeClock(START)
+        if shared:
+            store = RedisStore(redis_url, clock=clock, prefix=unique_prefix("batch"))
+            breaker: Any = SharedCircuitBreaker(name="b", store=store, **config)
+        else:
+            breaker = rs.CircuitBreaker(name="b", clock=clock, **config)
+        for op in ops:
+            if op[0] == "advance":
+                clock.advance(op[1])
+                continue
+
+            def fn(kind: str = op[1], clock: FakeClock = clock) -> None:
+                if kind == "slow":
+                    clock.advance(2.5)
+                elif kind == "fail":
+                    raise OSError("down")
+
+            with contextlib.suppress(OSError):
+                breaker.call(fn)
+        stats = breaker.flush() if shared else breaker.stats()
+        if shared:
+            store.close()
+        totals.append(
+            (
+                stats.state,
+                stats.calls,
+                stats.failed_calls,
+                stats.slow_calls,
+                stats.consecutive_failures,
+            )
+        )
+    assert totals[1] == totals[0]

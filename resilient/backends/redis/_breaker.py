@@ -321,18 +321,51 @@ class SharedCircuitBreaker(CircuitBreaker):
             event = CallSucceeded(policy=self.name, kind=self.kind, at=end, duration=end - start)
         self._emitter.emit(event)
 
-    # -- the sync driver ------------------------------------------------------------------------
+    # -- the drivers ---------------------------------------------------------------------------
+    #
+    # The hot path, as in the in-memory breaker: an admission the view decides reads two
+    # attributes (no lock), and a plain success in a count window bumps a lock-free
+    # counter of the current generation; everything else goes through the helpers.
+
+    def _admit(self, start: float) -> Any:  # type: ignore[override]
+        core = self._remote
+        if start < core.gate:
+            return self._settle(core.reject_open(start))
+        return self._settle(self._sync().admit(start))
+
+    async def _aadmit(self, start: float) -> Any:
+        core = self._remote
+        if start < core.gate:
+            return self._settle(core.reject_open(start))
+        return self._settle(await self._async().admit(start))
+
+    def _ok(self, ticket: Any, start: float, end: float, result: object) -> None:
+        """A call that returned: count it (the helpers' path)."""
+        core = self._remote
+        if type(ticket) is int and not self._judge_results and not self._emitter.listening:
+            if core.note(ticket, SLOW if end - start > core.slow_after else 0, end, None):
+                self._emit(self._sync().flush())
+            return
+        self._succeeded_at(ticket, start, end, result)
+
+    async def _aok(self, ticket: Any, start: float, end: float, result: object) -> None:
+        core = self._remote
+        if type(ticket) is int and not self._judge_results and not self._emitter.listening:
+            if core.note(ticket, SLOW if end - start > core.slow_after else 0, end, None):
+                self._emit(await self._async().flush())
+            return
+        await self._asucceeded_at(ticket, start, end, result)
 
     def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(*args, **kwargs)`` if the breaker admits it, and record the outcome."""
         core = self._remote
-        start = core.now()
+        now = core.now
+        start = now()
         if start < core.fast_until and self._link is not None:
             ticket: Any = core.fast
         else:
-            link = self._sync()
-            ticket = self._settle(link.admit(start))
-            start = core.now()
+            ticket = self._admit(start)
+            start = now()
         try:
             result = fn(*args, **kwargs)
         except Exception as exc:
@@ -341,14 +374,138 @@ class SharedCircuitBreaker(CircuitBreaker):
         except BaseException:
             self._sync().release(ticket)
             raise
-        end = core.now()
-        if type(ticket) is int and not self._judge_results and not self._emitter.listening:
-            outcome = SLOW if end - start > core.slow_after else 0
-            if core.note(ticket, outcome, end, None):
-                self._emit(self._sync().flush())
-            return result
-        self._succeeded_at(ticket, start, end, result)
+        end = now()
+        oks = core.oks
+        if (
+            oks is not None
+            and ticket == core.pending_gen
+            and end - start <= core.slow_after
+            and not self._judge_results
+            and not self._emitter.listening
+        ):
+            oks.add()
+        else:
+            self._ok(ticket, start, end, result)
         return result
+
+    async def acall(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Await ``fn(*args, **kwargs)`` if the breaker admits it, and record the outcome."""
+        core = self._remote
+        now = core.now
+        start = now()
+        if start < core.fast_until:
+            ticket: Any = core.fast
+        else:
+            ticket = await self._aadmit(start)
+            start = now()
+        try:
+            result = await fn(*args, **kwargs)
+        except Exception as exc:
+            await self._afailed(ticket, start, exc)
+            raise
+        except BaseException:
+            self._release_later(ticket)
+            raise
+        end = now()
+        oks = core.oks
+        if (
+            oks is not None
+            and ticket == core.pending_gen
+            and end - start <= core.slow_after
+            and not self._judge_results
+            and not self._emitter.listening
+        ):
+            oks.add()
+        else:
+            await self._aok(ticket, start, end, result)
+        return result
+
+    def _wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        core, now, admit, ok, failed = (
+            self._remote,
+            self._remote.now,
+            self._admit,
+            self._ok,
+            self._failed,
+        )
+        judge, emitter, release = self._judge_results, self._emitter, self._release_sync
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            start = now()
+            if start < core.fast_until and self._link is not None:
+                ticket: Any = core.fast
+            else:
+                ticket = admit(start)
+                start = now()
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as exc:
+                failed(ticket, start, exc)
+                raise
+            except BaseException:
+                release(ticket)
+                raise
+            end = now()
+            oks = core.oks
+            if (
+                oks is not None
+                and ticket == core.pending_gen
+                and end - start <= core.slow_after
+                and not judge
+                and not emitter.listening
+            ):
+                oks.add()
+            else:
+                ok(ticket, start, end, result)
+            return result
+
+        return guarded
+
+    def _awrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        core, now, admit, ok, failed = (
+            self._remote,
+            self._remote.now,
+            self._aadmit,
+            self._aok,
+            self._afailed,
+        )
+        judge, emitter, release = self._judge_results, self._emitter, self._release_later
+
+        async def guarded(*args: Any, **kwargs: Any) -> Any:
+            start = now()
+            if start < core.fast_until:
+                ticket: Any = core.fast
+            else:
+                ticket = await admit(start)
+                start = now()
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as exc:
+                await failed(ticket, start, exc)
+                raise
+            except BaseException:
+                release(ticket)
+                raise
+            end = now()
+            oks = core.oks
+            if (
+                oks is not None
+                and ticket == core.pending_gen
+                and end - start <= core.slow_after
+                and not judge
+                and not emitter.listening
+            ):
+                oks.add()
+            else:
+                await ok(ticket, start, end, result)
+            return result
+
+        return guarded
+
+    # -- the helpers (never on the hot path) ----------------------------------------------------
+
+    def _release_sync(self, ticket: Any) -> None:
+        self._sync().release(ticket)
 
     def _failed(self, ticket: Any, start: float, exc: Exception) -> None:
         link = self._sync()
@@ -372,34 +529,6 @@ class SharedCircuitBreaker(CircuitBreaker):
             raise
         self._emit(link.record(ticket, outcome, end, hint))
         self._report(outcome, start, end, None)
-
-    # -- the async driver -----------------------------------------------------------------------
-
-    async def acall(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """Await ``fn(*args, **kwargs)`` if the breaker admits it, and record the outcome."""
-        core = self._remote
-        start = core.now()
-        if start < core.fast_until:
-            ticket: Any = core.fast
-        else:
-            ticket = self._settle(await self._async().admit(start))
-            start = core.now()
-        try:
-            result = await fn(*args, **kwargs)
-        except Exception as exc:
-            await self._afailed(ticket, start, exc)
-            raise
-        except BaseException:
-            self._release_later(ticket)
-            raise
-        end = core.now()
-        if type(ticket) is int and not self._judge_results and not self._emitter.listening:
-            outcome = SLOW if end - start > core.slow_after else 0
-            if core.note(ticket, outcome, end, None):
-                self._emit(await self._async().flush())
-            return result
-        await self._asucceeded_at(ticket, start, end, result)
-        return result
 
     async def _afailed(self, ticket: Any, start: float, exc: Exception) -> None:
         link = self._async()
@@ -439,14 +568,6 @@ class SharedCircuitBreaker(CircuitBreaker):
 
     async def _arelease(self, ticket: Any) -> None:
         await self._async().release(ticket)
-
-    # -- decorators: the generic wrappers around call/acall --------------------------------------
-
-    def _wrap(self, fn: Callable[..., Any]) -> Callable[..., Any] | None:  # type: ignore[override]
-        return None
-
-    def _awrap(self, fn: Callable[..., Any]) -> Callable[..., Any] | None:  # type: ignore[override]
-        return None
 
     def __repr__(self) -> str:
         return (

@@ -26,6 +26,7 @@ import threading
 from typing import Any, Final, TypeAlias
 
 from ..._circuit_breaker import (
+    _LOCK_FREE,
     CLOSED,
     DISABLED,
     FORCED_OPEN,
@@ -147,8 +148,10 @@ class SharedBreakerCore:
         "fast",
         "fast_until",
         "flush_interval",
+        "folded",
         "fresh_until",
         "full",
+        "gate",
         "generation",
         "health",
         "inflight",
@@ -159,6 +162,7 @@ class SharedBreakerCore:
         "lock",
         "mode",
         "now",
+        "oks",
         "open_until",
         "outcomes",
         "pcalls",
@@ -223,6 +227,7 @@ class SharedBreakerCore:
         self.fresh_until = _NEVER  # the view decides admissions until then
         self.fast: int = PASS  # the ticket of a cached admission (CLOSED: the generation)
         self.fast_until = _NEVER  # fresh_until while CLOSED or DISABLED, else -inf
+        self.gate = _NEVER  # fresh_until while OPEN (the view rejects until then), else -inf
         self.full = False  # HALF_OPEN and every permit handed out
         self.calls = self.failures = self.slow = self.streak = self.inflight = 0
         self.local_active = False  # the in-memory stand-in decides
@@ -234,6 +239,10 @@ class SharedBreakerCore:
         self.trailing = 0  # failures at the end of the pending outcomes
         self.clean = False  # a pending outcome was not a failure
         self.pcalls = self.pfailures = self.pslow = 0
+        # Plain successes counted without the lock (count windows, batched mode): folded
+        # into the outcomes, in order, by whoever takes the lock to count or send.
+        self.oks: _Counter | None = None
+        self.folded = 0
 
     # -- outcomes counted here ----------------------------------------------------------
 
@@ -243,6 +252,8 @@ class SharedBreakerCore:
         with self.lock:
             if ticket != self.pending_gen:
                 return False  # admitted by a generation that is gone
+            if self.oks is not None:
+                self._fold()
             if self.count_window:
                 outcomes = self.outcomes
                 outcomes.append(outcome)
@@ -262,6 +273,25 @@ class SharedBreakerCore:
             if self.per_call or hint is not None:
                 return True
             return bool(outcome) and self._would_trip()
+
+    def _fold(self) -> None:
+        """Move the lock-free successes into the pending outcomes (under the lock)."""
+        oks = self.oks
+        assert oks is not None
+        total = oks.value()
+        count = total - self.folded
+        if count:
+            self.folded = total
+            outcomes = self.outcomes
+            if count >= self.size:
+                self.outcomes = bytearray(self.size)
+            else:
+                outcomes.extend(bytes(count))
+                if len(outcomes) > 2 * self.size:
+                    del outcomes[: -self.size]
+            self.pcalls += count
+            self.trailing = 0
+            self.clean = True
 
     def _bucket(self, outcome: int, end: float) -> None:
         index = math.floor(end / self.width)
@@ -291,9 +321,12 @@ class SharedBreakerCore:
         return self.config.trip_reason(calls, failures, slow, streak) is not None
 
     def _take(self, now: float) -> tuple[str, bytes | str, int, str]:
-        """The pending outcomes as script arguments (ARGV[4..7]), forgetting them."""
+        """The pending outcomes as script arguments (generation, outcomes, streak, clean),
+        forgetting them."""
+        if self.oks is not None:
+            self._fold()
         if not self.pcalls:
-            return "", b"", 0, "0"
+            return "-", b"", 0, "0"
         if self.count_window:
             batch: bytes | str = bytes(self.outcomes[-self.size :])
             self.outcomes = bytearray()
@@ -310,7 +343,13 @@ class SharedBreakerCore:
         return taken
 
     def _drop_pending(self, generation: int) -> None:
+        # The lock-free path reads `oks` before `pending_gen`: publish the generation
+        # first, then its counter (a success racing the change may be lost, never
+        # counted for the wrong generation).
         self.pending_gen = generation
+        lock_free = _LOCK_FREE and self.count_window and not self.per_call and generation >= 0
+        self.oks = _Counter() if lock_free else None
+        self.folded = 0
         self.outcomes = bytearray()
         self.buckets = {}
         self.trailing = self.pcalls = self.pfailures = self.pslow = 0
@@ -322,22 +361,25 @@ class SharedBreakerCore:
         """ARGV[2] and the matching time on this replica's clock."""
         clock = self.server_clock
         if clock is None:
-            return "", self.now()
+            return "-", self.now()
         server_now = clock.monotonic()
         return repr(server_now), server_now if self.same_base else self.now()
 
     def _request(
-        self, op: str, hint: float | None = None, target: str = "", extra: str = ""
+        self, op: str, hint: float | None = None, target: str = "", extra: str = "", flags: int = 0
     ) -> list[Any]:
-        """The ARGV of one step (under the lock); admit/flush/read carry the pending outcomes."""
+        """The ARGV of one step (under the lock); admit/flush/read carry the pending outcomes.
+
+        ``extra`` is the reason of a change by hand; *target* its state, or a probe's permit
+        (and then *flags* its outcome)."""
         now_arg, now = self._clock_arg()
         if op in ("admit", "flush", "read"):
             generation, batch, trailing, clean = self._take(now)
         else:
-            generation, batch, trailing, clean = "", b"", 0, "0"
-        hint_arg = "" if hint is None else repr(hint)
-        return [op, now_arg, self.settings, generation, batch, trailing, clean, hint_arg, target,
-                extra]  # fmt: skip
+            generation, batch, trailing, clean = "-", b"", 0, "0"
+        hint_arg = "-" if hint is None else repr(hint)
+        head = f"{op} {now_arg} {generation} {trailing} {clean} {hint_arg} {target or '-'} {flags}"
+        return [head, self.settings, batch, extra]
 
     def _reachable(self) -> bool:
         health = self.health
@@ -355,6 +397,15 @@ class SharedBreakerCore:
             return None, None
         with self.lock:
             return None, self._request("admit")
+
+    def reject_open(self, now: float) -> Admission:
+        """The rejection of a call while the view is OPEN (``now < gate``), lock-free."""
+        if _LOCK_FREE:
+            self.rejected.add()
+        else:  # pragma: no cover - free-threaded builds
+            with self.lock:
+                self.rejected.add()
+        return REJECT, retry_after_until(self.open_until, now), "circuit_open", None
 
     def _cached(self, now: float) -> Admission | None:
         """The view's decision for a call at *now*, if it may decide (under the lock).
@@ -388,6 +439,8 @@ class SharedBreakerCore:
         if not self._reachable():
             return None
         with self.lock:
+            if self.oks is not None:
+                self._fold()
             if not self.pcalls:
                 return None
             return self._request("flush", hint)
@@ -398,7 +451,7 @@ class SharedBreakerCore:
         if not self._reachable():
             return None
         with self.lock:
-            return self._request("report", hint, str(probe.permit), str(outcome))
+            return self._request("report", hint, str(probe.permit), flags=outcome)
 
     def release_request(self, probe: Probe) -> list[Any] | None:
         if not self._reachable():
@@ -442,21 +495,21 @@ class SharedBreakerCore:
         """``(changes, ticket, now, state, generation, open_until)`` of an answer (its
         state and open period as it says, the time on this replica's clock)."""
         try:
-            state = CircuitState(_text(reply[0]))
-            generation, ticket = int(reply[1]), int(reply[2])
-            server_now, until, since = float(reply[3]), float(reply[4]), float(reply[5])
-            why = _text(reply[6])
-            calls, failures, slow, streak, inflight = (int(x) for x in reply[7:12])
-            first, first_why = CircuitState(_text(reply[12])), _text(reply[13])
-            first_since = float(reply[14])
-            made = [_text(x) for x in reply[15:]]
-            if len(made) % 3:
+            lines = _text(reply).split("\n")
+            head = lines[0].split(" ")
+            state = CircuitState(head[0])
+            generation, ticket = int(head[1]), int(head[2])
+            server_now, until, since = float(head[3]), float(head[4]), float(head[5])
+            calls, failures, slow, streak, inflight = (int(x) for x in head[6:11])
+            first, first_since = CircuitState(head[11]), float(head[12])
+            why, first_why = lines[1], lines[2]
+            if len(head) != 13 or len(lines) % 2 == 0:
                 raise ValueError
-            steps = [
-                (CircuitState(made[i]), CircuitState(made[i + 1]), made[i + 2])
-                for i in range(0, len(made), 3)
-            ]
-        except (TypeError, ValueError, IndexError) as exc:
+            steps = []
+            for i in range(3, len(lines), 2):
+                old, new = lines[i].split(" ")
+                steps.append((CircuitState(old), CircuitState(new), lines[i + 1]))
+        except (TypeError, ValueError, IndexError, UnicodeDecodeError) as exc:
             msg = f"unexpected reply to the circuit breaker script: {reply!r:.200}"
             raise BadReplyError(msg) from exc
         health = self.health
@@ -501,6 +554,7 @@ class SharedBreakerCore:
                 self.fast_until = fresh
             else:
                 self.fast_until = _NEVER
+            self.gate = fresh if state is OPEN else _NEVER
             self.view = state
             self.local_active = False
         return changes or None, ticket, now, state, generation, local_until
@@ -550,7 +604,7 @@ class SharedBreakerCore:
             if not self.local_active:
                 self.local_active = True
                 self._seed_local(now)
-            self.fresh_until = self.fast_until = _NEVER
+            self.fresh_until = self.fast_until = self.gate = _NEVER
         ticket, retry_after, reason, changes = self.local.admit()
         self._local_view(changes)
         return (LocalTicket(ticket) if ticket >= 0 else ticket), retry_after, reason, changes

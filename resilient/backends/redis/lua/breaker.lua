@@ -27,44 +27,57 @@
 --   verdicts, pfail, pslow  HALF_OPEN probe verdicts so far
 --
 -- KEYS[1]   the breaker's hash.
--- ARGV[1]   op: admit | flush | read | report | release | set
---             admit    merge the outcomes, apply time-driven changes, admit a call
---                      (ticket: the generation while CLOSED/DISABLED, a permit in
---                      HALF_OPEN, -1 refused)
---             flush    merge the outcomes (no time-driven change, no admission)
---             read     merge the outcomes and apply time-driven changes
---             report   a probe's verdict; release: a probe gives its permit back
---             set      move to a state by hand (reset, force_open, disable)
--- ARGV[2]   now: seconds on the caller's clock, or '' for the server's TIME.
--- ARGV[3]   the settings, 13 little-endian doubles: window kind (0 count, 1 time),
+-- ARGV[1]   the step, space-separated words ('-': none):
+--             op        admit | flush | read | report | release | set
+--                         admit    merge the outcomes, apply time-driven changes, admit
+--                                  a call (ticket: the generation while CLOSED/DISABLED,
+--                                  a permit in HALF_OPEN, -1 refused)
+--                         flush    merge the outcomes (no time-driven change, no admission)
+--                         read     merge the outcomes and apply time-driven changes
+--                         report   a probe's verdict; release: a probe gives its permit back
+--                         set      move to a state by hand (reset, force_open, disable)
+--             now       seconds on the caller's clock; '-': the server's TIME
+--             gen       the generation that admitted the outcomes
+--             streak    failures at the end of the outcomes (all of them if none succeeded)
+--             clean     1 if the outcomes hold a call that did not fail (the streak restarts)
+--             hint      seconds the last failure asked the breaker to stay open
+--             target    report/release: the permit; set: the new state
+--             flags     report: the probe's outcome (1 failed, 2 slow)
+-- ARGV[2]   the settings, 13 little-endian doubles: window kind (0 count, 1 time),
 --           size (count: calls; time: buckets), bucket width (s), minimum calls,
 --           failure rate, slow-call rate, consecutive failures (0: off),
 --           half-open calls, open_for (s), open_for multiplier, max_open_for
 --           (s, inf: none), half_open_max_wait (s), idle TTL (ms).
--- ARGV[4]   the generation that admitted the outcomes ('' : none).
--- ARGV[5]   the outcomes, oldest first. Count window: one byte per call (flags:
+-- ARGV[3]   the outcomes, oldest first. Count window: one byte per call (flags:
 --           1 failed, 2 slow). Time window: "age calls failures slow" groups
 --           separated by ';', age in buckets before now's bucket.
--- ARGV[6]   failures at the end of the outcomes (all of them if none succeeded).
--- ARGV[7]   1 if the outcomes hold a call that did not fail (the streak restarts).
--- ARGV[8]   hint: seconds the last failure asked the breaker to stay open ('': none).
--- ARGV[9]   report/release: the permit; set: the new state.
--- ARGV[10]  report: the probe's flags; set: the reason.
--- Returns   {state, gen, ticket, now, until, since, why, calls, fails, slow,
---            streak, probes in flight, state before, its reason, its time,
---            then old, new, why for each change this step made}
---           (times as '%.17g' strings: a Lua number reply would be truncated).
+-- ARGV[4]   set: the reason.
+-- Returns   one string of lines (one bulk reply, cheap to read on both sides):
+--             state gen ticket now until since calls fails slow streak inflight
+--               first_state first_since   (times as '%.17g')
+--             why                          the reason of the last change
+--             first_why                    the reason of the state found (first_state)
+--           then, for each change this step made, 'old new' and its reason.
 
 local key = KEYS[1]
-local op = ARGV[1]
-local now = tonumber(ARGV[2])
+local step = {}
+for word in string.gmatch(ARGV[1], '%S+') do
+  if word == '-' then
+    step[#step + 1] = false
+  else
+    step[#step + 1] = word
+  end
+end
+local op, now, batch_gen, batch_streak, batch_clean, batch_hint, target, probe_flags =
+  step[1], tonumber(step[2]), tonumber(step[3]), tonumber(step[4]), step[5] == '1',
+  tonumber(step[6]), step[7], tonumber(step[8])
 if now == nil then
   local t = redis.call('TIME')
   now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
 local kind, size, width, min_calls, failure_rate, slow_rate, max_streak, probe_calls,
   open_for, multiplier, max_open_for, max_wait, idle_ms =
-  struct.unpack('<ddddddddddddd', ARGV[3])
+  struct.unpack('<ddddddddddddd', ARGV[2])
 
 local FAILURE, SLOW = 1, 2
 
@@ -364,8 +377,8 @@ end
 
 -- The outcomes of CLOSED calls, counted if their generation is still the current one.
 local function merge()
-  local batch = ARGV[5]
-  if batch == '' or tonumber(ARGV[4]) ~= gen or state ~= 'closed' then
+  local batch = ARGV[3]
+  if batch == '' or batch_gen ~= gen or state ~= 'closed' then
     return
   end
   if kind == 0 then
@@ -377,15 +390,14 @@ local function merge()
       add_to_bucket(index - tonumber(age), tonumber(c), tonumber(f), tonumber(s))
     end
   end
-  if ARGV[7] == '1' then
-    streak = tonumber(ARGV[6])
+  if batch_clean then
+    streak = batch_streak
   else
-    streak = streak + tonumber(ARGV[6])
+    streak = streak + batch_streak
   end
   dirty = true
-  local hint = tonumber(ARGV[8])
-  if hint ~= nil then
-    open(string.format('the outcome asked for %gs', hint), hint)
+  if batch_hint ~= nil then
+    open(string.format('the outcome asked for %gs', batch_hint), batch_hint)
     return
   end
   local reason = trip_reason()
@@ -434,19 +446,18 @@ if op == 'admit' or op == 'flush' or op == 'read' then
     end
   end
 elseif op == 'report' then
-  local id = tonumber(ARGV[9])
+  local id = tonumber(target)
   if state == 'half_open' and probes[id] ~= nil then
     probes[id] = nil
     inflight = inflight - 1
     verdicts = verdicts + 1
     dirty = true
-    local flags = tonumber(ARGV[10])
-    local hint = tonumber(ARGV[8])
+    local flags = probe_flags
     if flags % 2 == FAILURE then
       pfail = pfail + 1
     end
-    if flags % 2 == FAILURE and hint ~= nil then
-      open(string.format('a probe asked for %gs', hint), hint)
+    if flags % 2 == FAILURE and batch_hint ~= nil then
+      open(string.format('a probe asked for %gs', batch_hint), batch_hint)
     else
       if flags >= SLOW then
         pslow = pslow + 1
@@ -458,14 +469,14 @@ elseif op == 'report' then
     end
   end
 elseif op == 'release' then
-  local id = tonumber(ARGV[9])
+  local id = tonumber(target)
   if probes[id] ~= nil then
     probes[id] = nil
     inflight = inflight - 1
     dirty = true
   end
 elseif op == 'set' then
-  move(ARGV[9], ARGV[10])
+  move(target, ARGV[4])
 else
   return redis.error_reply('ERR breaker.lua: unknown op ' .. tostring(op))
 end
@@ -514,11 +525,16 @@ if dirty then
   end
 end
 
-local reply = {
-  state, gen, ticket, g(now), g(open_until), g(since), why, calls, fails, slow, streak,
-  inflight, first_state, first_why, g(first_since),
+local lines = {
+  table.concat({
+    state, string.format('%d', gen), string.format('%d', ticket), g(now), g(open_until),
+    g(since), calls, fails, slow, streak, inflight, first_state, g(first_since),
+  }, ' '),
+  why,
+  first_why,
 }
-for _, item in ipairs(changes) do
-  reply[#reply + 1] = item
+for i = 1, #changes, 3 do
+  lines[#lines + 1] = changes[i] .. ' ' .. changes[i + 1]
+  lines[#lines + 1] = changes[i + 2]
 end
-return reply
+return table.concat(lines, '\n')
