@@ -628,12 +628,16 @@ def acquire(
             at = when
     if at > now and at - now > max_wait:
         return -wait_until(now, at), checked
-    committed = []
-    for limit, state in zip(limits, checked, strict=True):
-        new = ALGORITHMS[limit.algorithm].commit(limit, state, at, cost)
+    # A sliding log is committed in place, so logs go last: a window limit that cannot
+    # book this far ahead refuses the call before any log has recorded it.
+    committed: list[Any] = list(checked)
+    order = sorted(range(len(limits)), key=lambda i: limits[i].algorithm == "sliding_log")
+    for index in order:
+        limit = limits[index]
+        new = ALGORITHMS[limit.algorithm].commit(limit, checked[index], at, cost)
         if new is None:  # a window limit cannot book that far ahead
             return -wait_until(now, at), checked
-        committed.append(new)
+        committed[index] = new
     return (wait_until(now, at) if at > now else 0.0), committed
 
 

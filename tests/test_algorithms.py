@@ -597,3 +597,23 @@ def test_release_gives_back_a_booking_for_each_algorithm():
         assert 0 < after <= abs(before), algorithm
         assert not _same(state, kept), algorithm
         assert ALGORITHMS[algorithm].release(limit, None, 0.0, 1.0, 1) is None
+
+
+def test_a_refused_booking_leaves_no_entry_in_a_sliding_log():
+    # A window limit that cannot book that far ahead refuses the call; the sliding
+    # log (committed in place) must not have recorded it before that.
+    from resilient._algorithms import Limit, acquire
+
+    limits = [
+        Limit(algorithm="sliding_log", amount=5, period=10.0),
+        Limit(algorithm="fixed_window", amount=1, period=1.0),
+    ]
+    states: list[object] = [None, None]
+    outcomes = []
+    for _ in range(3):
+        wait, states = acquire(limits, states, 0.0, 1, max_wait=5.0)
+        outcomes.append(wait)
+    assert outcomes[0] == 0.0
+    assert outcomes[1] > 0  # booked into the next fixed window
+    assert outcomes[2] < 0  # the fixed window cannot book two windows ahead: refused
+    assert states[0].used == 2  # the refused call took nothing from the log
