@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._emit import Listener, get_listeners, set_listeners
+from ._emit import EventContext, Listener, add_event_context, get_listeners, set_listeners
 from ._events import (
     BackendFailed,
     BackendRecovered,
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from ._structlog import StructlogListener
 
 __all__ = [
+    "add_event_context",
     "BackendFailed",
     "BackendRecovered",
     "CallFailed",
@@ -47,6 +48,7 @@ __all__ = [
     "CallSucceeded",
     "CircuitStateChanged",
     "Event",
+    "EventContext",
     "get_listeners",
     "Listener",
     "LoggingListener",

@@ -12,16 +12,20 @@ read.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from ._events import CallFailed, CallSucceeded, Event
 from ._logging import LoggingListener
 
 __all__ = [
     "Emitter",
+    "EventContext",
+    "add_event_context",
     "Listener",
     "get_listeners",
     "logs_events",
@@ -116,6 +120,45 @@ def get_listeners() -> tuple[Listener, ...]:
     return _GLOBAL.listeners
 
 
+EventContext = Callable[[Event], Mapping[str, Any] | None]
+"""Given an event about to be emitted, returns attributes describing what the current
+thread / task is doing (or None)."""
+
+_CONTEXT: list[EventContext] = []
+
+
+def add_event_context(provider: EventContext) -> None:
+    """Add attributes to every event emitted while *provider* has some to give.
+
+    *provider* is called with each event that is emitted (in the emitting thread or
+    task); what it returns is merged under the event's own ``attributes``. The
+    adapters use this to tag every policy's events with the request they were
+    emitted for (HTTP method and host, gRPC service and method), at no cost on
+    paths that emit nothing. A provider that raises is ignored.
+    """
+    if not callable(provider):
+        from .._errors import ConfigError
+
+        raise ConfigError("provider", provider, "a callable returning attributes or None")
+    if provider not in _CONTEXT:
+        _CONTEXT.append(provider)
+
+
+def _with_context(event: Event) -> Event:
+    extra: dict[str, Any] = {}
+    for provider in _CONTEXT:
+        try:
+            found = provider(event)
+        except Exception:
+            continue
+        if found:
+            extra.update(found)
+    if not extra:
+        return event
+    extra.update(event.attributes)
+    return dataclasses.replace(event, attributes=extra)
+
+
 class Emitter:
     """Delivers a policy's events to its own listeners, then to the global ones.
 
@@ -163,6 +206,8 @@ class Emitter:
     def emit(self, event: Event) -> None:
         """Log *event* (built-in logging) and hand it to every listener; a raising
         listener is logged and skipped."""
+        if _CONTEXT:
+            event = _with_context(event)
         if not (self.local_logs or _GLOBAL.logs):
             _BUILTIN(event)
         local = self.local

@@ -39,6 +39,7 @@ from ..._errors import (
 from ..._pipeline import Pipeline, Policy
 from ..._retry import Retry
 from ...backends.memory import MemoryStore
+from ...observability._emit import add_event_context
 from ...observability._events import Event
 
 __all__ = [
@@ -433,6 +434,18 @@ def _codes(value: Iterable[Any], name: str) -> frozenset[Any]:
 
 CURRENT: ContextVar[str | None] = ContextVar("resilient_grpc_method", default=None)
 """The full method name of the failing client call whose retries run in this context."""
+
+
+def _event_context(event: Event) -> dict[str, Any] | None:
+    """Events emitted while a call fails carry its service and method."""
+    method = CURRENT.get()
+    if method is None:
+        return None
+    service, _, name = method.lstrip("/").rpartition("/")
+    return {"service": service, "method": name}
+
+
+add_event_context(_event_context)
 
 
 class _Annotate:

@@ -28,7 +28,7 @@ from ..._duration import to_seconds
 from ..._errors import ConfigError, RateLimitedError, TimeoutExceededError
 from ..._pipeline import Pipeline, Policy
 from ..._retry import Retry
-from ...observability._emit import Emitter, Listener
+from ...observability._emit import Emitter, Listener, add_event_context
 from ...observability._events import CallFailed, CallRejected, Event, RetryScheduled
 from ._hints import server_hint
 
@@ -307,6 +307,22 @@ class Exchange:
 
 CURRENT: ContextVar[Exchange | None] = ContextVar("resilient_httpx_exchange", default=None)
 """The exchange being sent in this thread / task (read by the attempt and by events)."""
+
+
+def _event_context(event: Event) -> dict[str, Any] | None:
+    """Every policy's events during a request carry its method and host, and a failure
+    because of a response its status (never the URL)."""
+    exchange = CURRENT.get()
+    if exchange is None:
+        return None
+    found: dict[str, Any] = {"method": exchange.method, "host": exchange.host}
+    failure = getattr(event, "exception", None)
+    if isinstance(failure, FailedResponseError):
+        found["status"] = failure.response.status_code
+    return found
+
+
+add_event_context(_event_context)
 
 
 class _Annotate:
