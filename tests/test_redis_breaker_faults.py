@@ -13,6 +13,7 @@ the server is real.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -20,7 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from _redis_support import unique_prefix
+from _redis_support import unique_prefix, wait_for
 from _servers import RedisServer
 
 import resilient as rs
@@ -272,3 +273,85 @@ def test_a_redis_that_never_started_is_an_outage_from_the_first_call():
     with pytest.raises(BackendError) as raised:
         breaker.call(lambda: 1)
     assert "127.0.0.1:9" in str(raised.value)
+
+
+# -- Redis Cluster: a failover keeps the shared state -------------------------------------------
+
+
+def _is_master(node: RedisServer) -> bool:
+    return node.cli("ROLE").splitlines()[0] == "master"
+
+
+def _replica_of(cluster: Any, master: RedisServer) -> RedisServer:
+    wanted = master.cli("CLUSTER", "MYID")
+    for node in cluster.nodes:
+        if node.process is None or node is master:
+            continue
+        for line in node.cli("CLUSTER", "NODES").splitlines():
+            parts = line.split()
+            if "myself" in parts[2] and "slave" in parts[2] and parts[3] == wanted:
+                return node
+    raise LookupError(f"no replica of {master.port}")
+
+
+def _redundant(cluster: Any) -> bool:
+    nodes = [node for node in cluster.nodes if node.process is not None]
+    if not all("cluster_state:ok" in node.cli("CLUSTER", "INFO") for node in nodes):
+        return False
+    masters = [node for node in nodes if _is_master(node)]
+    return all("state=online" in node.cli("INFO", "replication") for node in masters)
+
+
+@pytest.fixture
+def cluster(redis_cluster: Any) -> Iterator[Any]:
+    """The session's cluster, fully redundant before and after the test."""
+    wait_for(lambda: _redundant(redis_cluster), 30, "every master to have an online replica")
+    yield redis_cluster
+    wait_for(lambda: _redundant(redis_cluster), 30, "every master to have an online replica")
+
+
+def test_a_cluster_failover_keeps_the_shared_state(cluster):
+    import redis as redis_py
+
+    clock = FakeClock(100.0)
+    store = RedisStore(
+        cluster.url, timeout=TIMEOUT, probe_interval=PROBE, clock=clock, prefix=unique_prefix()
+    )
+    breaker = SharedCircuitBreaker(
+        name="failover", store=store, window=rs.CountWindow(4), minimum_calls=2,
+        open_for=30.0, flush_interval=0,
+    )  # fmt: skip
+    try:
+        for _ in range(2):
+            with pytest.raises(OSError):
+                breaker.call(_down)
+        master = cluster.master_of_slot(redis_py.cluster.key_slot(breaker.key.encode()))
+        replica = _replica_of(cluster, master)
+        assert master.cli("WAIT", "1", "2000") == "1"  # the opening reached the replica
+        deadline = time.monotonic() + 30
+        while not (_is_master(replica) and not _is_master(master)):
+            assert time.monotonic() < deadline, "the replica was not promoted"
+            if not _is_master(replica):  # asked again if the masters refused their votes
+                assert replica.cli("CLUSTER", "FAILOVER") == "OK"
+            with contextlib.suppress(AssertionError):
+                wait_for(lambda: _is_master(replica) and not _is_master(master), 4, "the failover")
+        stats = None
+        deadline = time.monotonic() + 45
+        while stats is None:
+            try:
+                stats = breaker.flush()  # MOVED is followed once the cluster says so
+            except BackendError:
+                assert time.monotonic() < deadline, "the cluster did not answer again"
+                time.sleep(0.05)  # the failover happens in real time on the servers
+        assert (stats.state, stats.generation, stats.failed_calls) == (
+            rs.CircuitState.OPEN, 1, 2,
+        )  # fmt: skip
+        with pytest.raises(rs.CircuitOpenError) as refused:
+            breaker.call(lambda: 1)
+        assert refused.value.retry_after == 30.0
+    finally:
+        store.close()
+
+
+def _down() -> None:
+    raise OSError("dependency down")
