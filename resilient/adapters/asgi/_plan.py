@@ -308,6 +308,12 @@ class RouteTable:
             plan = self.plan(slot)
         return None if plan.empty else plan
 
+    def plans(self) -> list[Plan]:
+        """The plans of the default and of every route, resolved now (the dashboard
+        lists their policies)."""
+        slots = (self._default, *(entry[2] for entry in self._routes))
+        return [self.plan(slot) for slot in slots]
+
     def plan(self, slot: _Slot) -> Plan:
         plan = slot.plan
         if not slot.named:
