@@ -110,7 +110,7 @@ def test_grpc_interceptor_routes_follow_reloads():
         "    - {policy: rest}\n",
         "yaml",
     )
-    routes = Routes(None, registry.grpc_routes("client"))
+    routes = Routes((), registry.grpc_routes("client"))
     assert routes.policy("/shop.v1.Orders/Create") is registry["orders"]
     assert routes.policy("/shop.v1.Carts/Get") is registry["rest"]
     registry.reload(
