@@ -109,14 +109,9 @@ def shared_breaker(url: str, clock: FakeClock, listener: Any, store_cls: Any = R
                    **config: Any) -> SharedCircuitBreaker:  # fmt: skip
     # A generous timeout: these tests are about decisions, not about a slow Redis.
     store = store_cls(url, clock=clock, prefix=unique_prefix("cb"), timeout=5.0)
-    breaker = rs.CircuitBreaker(
-        name="dep", store=store, clock=clock, listeners=[listener], **config
+    return SharedCircuitBreaker(
+        name="dep", store=store, clock=clock, listeners=[listener], flush_interval=0, **config
     )
-    assert isinstance(breaker, SharedCircuitBreaker)
-    breaker.flush_interval = 0.0
-    breaker._remote.flush_interval = 0.0
-    breaker._remote.per_call = True
-    return breaker
 
 
 def final_stats(stats: rs.CircuitBreakerStats) -> tuple[Any, ...]:

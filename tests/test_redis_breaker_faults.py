@@ -36,6 +36,7 @@ MODES = ["raise", "allow", "deny", "local"]
 TIMEOUT = 0.2
 SLACK = 1.0  # seconds a call may take beyond the socket timeout on a loaded machine
 PROBE = 0.5
+PROBE_DEFAULT = 0.5  # a store's default probe_interval
 
 
 class Replica:
@@ -260,19 +261,17 @@ def test_a_hung_redis_costs_at_most_the_timeout(own_redis, make, flavour, mode):
 
 def test_a_redis_that_never_started_is_an_outage_from_the_first_call():
     clock = FakeClock()
-    breaker = SharedCircuitBreaker(
-        name="nowhere",
-        store=RedisStore("redis://127.0.0.1:9/0", timeout=TIMEOUT, clock=clock),
-        on_backend_error="deny",
-    )
+    store = RedisStore("redis://127.0.0.1:9/0", timeout=TIMEOUT, clock=clock)
+    denying = SharedCircuitBreaker(name="nowhere", store=store, on_backend_error="deny")
     with pytest.raises(rs.CircuitOpenError) as refused:
-        breaker.call(lambda: 1)
+        denying.call(lambda: 1)
     assert refused.value.reason == "backend_unavailable"
-    breaker.on_backend_error = breaker._remote.mode = "raise"
-    clock.advance(1.0)
+    assert refused.value.retry_after == PROBE_DEFAULT
+    raising = SharedCircuitBreaker(name="nowhere", store=store)  # the store's mode: raise
     with pytest.raises(BackendError) as raised:
-        breaker.call(lambda: 1)
+        raising.call(lambda: 1)  # Redis is not called again within the probe interval
     assert "127.0.0.1:9" in str(raised.value)
+    assert "not called" in str(raised.value)
 
 
 # -- Redis Cluster: a failover keeps the shared state -------------------------------------------

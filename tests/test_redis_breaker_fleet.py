@@ -238,10 +238,9 @@ def test_four_processes_get_exactly_half_open_calls_probes(redis_url):
 # -- no last writer wins ------------------------------------------------------------------------
 
 
-def test_a_stale_replica_cannot_close_an_open_breaker(fleet, redis_server):
-    breakers, _, _ = fleet
-    a, b = breakers[0], breakers[1]
-    b.flush_interval = b._remote.flush_interval = 10.0
+def test_a_stale_replica_cannot_close_an_open_breaker(fleet, redis_url, redis_server):
+    breakers, clock, prefix = fleet
+    a, b = breakers[0], replica(redis_url, prefix, clock, flush_interval=10.0)
     b.call(lambda: 1)  # b's view: CLOSED, for 10 s
     for _ in range(2):
         with pytest.raises(OSError):
@@ -255,6 +254,7 @@ def test_a_stale_replica_cannot_close_an_open_breaker(fleet, redis_server):
     assert redis_server.cli("HGET", a.key, "state") == "open"
     with pytest.raises(rs.CircuitOpenError):
         b.call(lambda: 1)
+    b.store.close()
 
 
 def test_replicas_tripping_together_open_the_breaker_once(redis_url, redis_server):
@@ -295,11 +295,8 @@ def test_replicas_tripping_together_open_the_breaker_once(redis_url, redis_serve
 
 
 def test_probe_verdicts_racing_to_open_and_close(fleet, redis_url):
-    breakers, clock, prefix = fleet
-    a, b, c = breakers[0], breakers[1], breakers[2]
-    for breaker in (a, b, c):
-        breaker.flush_interval = breaker._remote.flush_interval = 0.0
-        breaker._remote.per_call = True
+    _, clock, prefix = fleet
+    a, b, c = (replica(redis_url, prefix, clock, flush_interval=0) for _ in range(3))
     trip(redis_url, prefix, clock)
     clock.advance(30.0)
     tickets = [x._sync().admit(clock.monotonic())[0] for x in (a, b)]
@@ -315,6 +312,8 @@ def test_probe_verdicts_racing_to_open_and_close(fleet, redis_url):
     stats = c.flush()
     assert stats.state is rs.CircuitState.OPEN
     assert stats.retry_after == 30.0
+    for breaker in (a, b, c):
+        breaker.store.close()
 
 
 # -- bounded staleness ----------------------------------------------------------------------------

@@ -130,8 +130,6 @@ class SharedCircuitBreaker(CircuitBreaker):
         interval = to_seconds(flush_interval, name="flush_interval")
         mode = store.on_backend_error if on_backend_error is None else check_mode(on_backend_error)
         self.store = store
-        self.flush_interval = interval
-        self.on_backend_error: OnBackendError = mode
         self._owned = owned
         self._remote = SharedBreakerCore(
             self.config,
@@ -148,6 +146,16 @@ class SharedCircuitBreaker(CircuitBreaker):
         self._alink: AsyncBreakerLink | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         shared.health.watch(self._emitter, name, self.kind, self.clock, mode)
+
+    @property
+    def flush_interval(self) -> float:
+        """The longest this replica decides from its view of the shared state (seconds)."""
+        return self._remote.flush_interval
+
+    @property
+    def on_backend_error(self) -> OnBackendError:
+        """What a call gets when Redis fails (see the module docs)."""
+        return self._remote.mode
 
     @property
     def key(self) -> str:
