@@ -720,3 +720,63 @@ def test_batched_outcomes_fill_the_same_window(redis_url, window, ops):
             )
         )
     assert totals[1] == totals[0]
+
+
+def test_threads_hammering_one_replica_lose_no_outcome(redis_url):
+    """Lock-free successes, locked failures and refreshes racing each other: once sent,
+    the shared window holds every outcome exactly once."""
+    import threading
+
+    clock = FakeClock()
+    store = RedisStore(redis_url, clock=clock, prefix=unique_prefix("hammer"))
+    breaker = SharedCircuitBreaker(
+        name="hammer", store=store, window=rs.CountWindow(100_000), minimum_calls=100_000
+    )
+    threads, calls, every = 8, 3000, 7
+    start = threading.Barrier(threads + 1)
+
+    def work(index: int) -> None:
+        start.wait(30)
+        for i in range(calls):
+            if (index + i) % every == 0:
+                with contextlib.suppress(OSError):
+                    breaker.call(_fail)
+            else:
+                breaker.call(lambda: None)
+
+    workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    start.wait(30)
+    while any(worker.is_alive() for worker in workers):
+        clock.advance(1.0)  # every caller now finds the view stale: refreshes race the counting
+        workers[0].join(0.01)
+    for worker in workers:
+        worker.join(30)
+    stats = breaker.flush()
+    failures = sum(1 for t in range(threads) for i in range(calls) if (t + i) % every == 0)
+    assert (stats.calls, stats.failed_calls) == (threads * calls, failures)
+    store.close()
+
+
+def test_a_probe_and_a_change_by_hand_are_one_round_trip_each(redis_url):
+    clock = FakeClock()
+    store = RedisStore(redis_url, clock=clock, prefix=unique_prefix())
+    breaker = SharedCircuitBreaker(
+        name="probe", store=store, window=rs.CountWindow(2), minimum_calls=2, half_open_calls=1
+    )
+    for _ in range(2):
+        with pytest.raises(OSError):
+            breaker.call(_fail)
+    clock.advance(30.0)
+    with command_log() as log:
+        assert breaker.call(lambda: "probe") == "probe"  # admitted, then its verdict
+        assert log.names == ["EVALSHA", "EVALSHA"]
+        log.clear()
+        breaker.force_open()
+        assert log.names == ["EVALSHA"]
+        log.clear()
+        with pytest.raises(rs.CircuitOpenError):
+            breaker.call(lambda: 1)  # from the view
+        assert log.names == []
+    store.close()
