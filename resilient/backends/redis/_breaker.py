@@ -64,7 +64,7 @@ from ..._circuit_breaker import (
     CircuitBreakerStats,
     CircuitState,
 )
-from ..._duration import to_seconds
+from ..._duration import Duration, to_seconds
 from ..._errors import CircuitOpenError, ConfigError
 from ..._types import P, T
 from ..._windows import FAILURE, SLOW
@@ -108,7 +108,7 @@ class SharedCircuitBreaker(CircuitBreaker):
         *,
         name: str | None = None,
         store: StoreCore | str,
-        flush_interval: Any = DEFAULT_FLUSH_INTERVAL,
+        flush_interval: Duration = DEFAULT_FLUSH_INTERVAL,
         on_backend_error: OnBackendError | None = None,
         **options: Any,
     ) -> None:
@@ -141,7 +141,7 @@ class SharedCircuitBreaker(CircuitBreaker):
             interval,
             shared.clock is not None and shared.clock is self.clock,
         )
-        self._sync_only_async = isinstance(store, AsyncRedisStore)
+        self._async_only = isinstance(store, AsyncRedisStore)
         self._link: BreakerLink | None = None
         self._alink: AsyncBreakerLink | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -172,7 +172,7 @@ class SharedCircuitBreaker(CircuitBreaker):
     def _sync(self) -> BreakerLink:
         link = self._link
         if link is None:
-            if self._sync_only_async:
+            if self._async_only:
                 msg = f"{self.name!r}: its store has only async methods; use acall()"
                 raise TypeError(msg)
             link = self._link = BreakerLink(self._remote)
@@ -255,7 +255,7 @@ class SharedCircuitBreaker(CircuitBreaker):
     def close(self) -> None:
         """Send the outcomes counted here (best effort) and close the connections the
         breaker opened (not those of a store given to it)."""
-        if self._link is not None or not self._sync_only_async:
+        if self._link is not None or not self._async_only:
             self._emit(self._sync().flush())
         if self._owned is not None:
             self._owned.close()  # type: ignore[attr-defined]
