@@ -280,8 +280,9 @@ def _open_state(quick: bool) -> Table:
         ratio(async_times["floor"], async_times["aiobreaker.CircuitBreaker"]),
     )
     table.notes.append(
-        "resilient's rejection raises CircuitOpenError, whose message is formatted when it is "
-        "built; the floor row is what any breaker pays to raise and catch through one decorator"
+        "resilient's rejection raises a structured CircuitOpenError (policy, reason, "
+        "retry_after; its message is built only when printed); the floor row is what any "
+        "breaker pays to raise and catch through one decorator"
     )
     table.notes.append(
         "target: resilient sync vs circuitbreaker "
