@@ -47,6 +47,7 @@ for every replica that uses the same name.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import sys
@@ -646,6 +647,34 @@ class _BreakerCore:
         with self.lock:
             self.probes.pop(ticket, None)
 
+    def take_over(self, old: _BreakerCore) -> None:
+        """Start from *old*'s state (a reload changed the settings): an open breaker
+        stays open until the same time, a manual state stays, half-open probes stay
+        with *old* (this one may probe at once), and CLOSED keeps its window's
+        counts when the window has the same shape. Nothing is emitted: the state
+        did not change. Call before this breaker is used."""
+        with old.lock:
+            old._fold()
+            state, open_until, opens = old.state, old.open_until, old.opens
+            since, consecutive = old.since, old.consecutive
+            same_window = old.config.window == self.config.window
+            tally = copy.deepcopy(old.tally) if same_window else None
+        with self.lock:
+            now = self.now()
+            if state is HALF_OPEN:
+                state, open_until = OPEN, now  # open, and due to probe again
+            self.opens = opens
+            if state is OPEN:
+                self.open_until = open_until
+            if state is not CLOSED:
+                self._move(state, "kept across a reload", now, [])
+            elif tally is not None:
+                self.tally = tally
+                self.consecutive = consecutive
+                if self.successes is not None:
+                    self.warm = tally.calls >= self.min_calls
+            self.since = since
+
     def transition(self, new: CircuitState, why: str) -> list[_Change]:
         """Move to *new* by hand (``reset``/``force_open``/``disable``)."""
         changes: list[_Change] = []
@@ -805,6 +834,14 @@ class CircuitBreaker(PolicyBase):
         if changes:
             self._emit_changes(changes)
         return stats
+
+    def _take_over(self, old: CircuitBreaker) -> bool:
+        """Carry *old*'s state into this (new, unused) breaker when a reload changes the
+        settings; ``False`` when it cannot (a shared breaker keeps its state in its store)."""
+        if type(self) is not CircuitBreaker or type(old) is not CircuitBreaker:
+            return False
+        self._core.take_over(old._core)
+        return True
 
     def reset(self) -> None:
         """Return to CLOSED with an empty window (and forget re-opens in a row)."""

@@ -261,6 +261,12 @@ class _Builder:
             else:
                 reused = False
                 obj = self.make(name, step, policy)
+                if old is not None and isinstance(obj, CircuitBreaker):
+                    # A changed breaker keeps its state (and counts, when its window
+                    # has the same shape) rather than starting closed and empty.
+                    previous_breaker = old[1]
+                    if isinstance(previous_breaker, CircuitBreaker):
+                        obj._take_over(previous_breaker)
             if obj is not None:
                 self.built.steps[(name, step)] = (identity, obj)
                 steps.append(obj)
