@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import redis
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -47,3 +52,34 @@ def redis_server() -> Iterator[str]:
         finally:
             process.terminate()
             process.wait(10)
+
+
+@contextlib.contextmanager
+def serving_process(serve: str, env: dict[str, str]) -> Iterator[tuple[int, int]]:
+    """Run *serve* (Python code given the listening socket's fd as ``sys.argv[1]``) in a
+    child process with *env* added, on a free loopback port; yields ``(port, pid)``.
+
+    The socket is made here and handed down (TCP, so TCP_NODELAY applies as usual)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
+    port = sock.getsockname()[1]
+    child_env = {**os.environ, **env}
+    child_env["PYTHONPATH"] = os.pathsep.join([str(ROOT), child_env.get("PYTHONPATH", "")])
+    process = subprocess.Popen(
+        [sys.executable, "-c", serve, str(sock.fileno())],
+        pass_fds=[sock.fileno()],
+        env=child_env,
+        cwd=ROOT,
+    )
+    try:
+        yield port, process.pid
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+        sock.close()

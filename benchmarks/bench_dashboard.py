@@ -20,20 +20,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from ._harness import Table
+from ._servers import serving_process
 
 NAME = "dashboard"
 
-ROOT = Path(__file__).resolve().parent.parent
 RATE = "1000000/second"  # never reached: the allowed path
 CONNECTIONS = 16
 VIEWERS = 50
@@ -79,29 +75,8 @@ uvicorn.Server(config).run(sockets=[sock])
 
 @contextlib.contextmanager
 def _server(dashboard: bool) -> Iterator[tuple[int, int]]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(1024)
-    port = sock.getsockname()[1]
-    env = {**os.environ, "BENCH_DASHBOARD": "on" if dashboard else "off"}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    process = subprocess.Popen(
-        [sys.executable, "-c", _SERVE, str(sock.fileno())],
-        pass_fds=[sock.fileno()],
-        env=env,
-        cwd=ROOT,
-    )
-    try:
-        yield port, process.pid
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-        sock.close()
+    with serving_process(_SERVE, {"BENCH_DASHBOARD": "on" if dashboard else "off"}) as served:
+        yield served
 
 
 def _cpu_seconds(pid: int) -> float:
