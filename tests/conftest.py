@@ -7,6 +7,7 @@ import ast
 import asyncio
 import builtins
 import gc
+import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -14,8 +15,16 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from resilient.testing import FakeClock
+
+# CI explores the same examples on every run (no flakes from a new random draw; the
+# example database is not kept between CI runs anyway) and never fails a property on
+# a slow machine's timing. Locally, hypothesis draws new examples each run.
+hypothesis_settings.register_profile("ci", derandomize=True, deadline=None)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 # --- a guard against a CPython 3.11 bug --------------------------------------------
 # CPython 3.11 (and 3.12.0) keeps the AST converter's recursion counter in
