@@ -143,7 +143,10 @@ class RedisCluster:
 
     @property
     def url(self) -> str:
-        return f"redis+cluster://{HOST}:{self.nodes[0].port}"
+        """Every node as a startup node, so a client (re)starting while one is down, as
+        clients do after a failover, still finds the cluster."""
+        hosts = ",".join(f"{HOST}:{node.port}" for node in self.nodes)
+        return f"redis+cluster://{hosts}"
 
     @property
     def startup_nodes(self) -> list[tuple[str, int]]:
