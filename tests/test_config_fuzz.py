@@ -7,50 +7,19 @@ import json
 import math
 
 import yaml
+from _config_support import SETTINGS_CLASSES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from resilient import ConfigError
 from resilient.config import (
-    AsgiRoute,
-    BackendSettings,
-    BackoffSettings,
-    BulkheadSettings,
-    CircuitBreakerSettings,
-    FallbackSettings,
-    GrpcRoute,
-    HttpxRoute,
-    PolicySettings,
-    RateLimitSettings,
     Registry,
-    RetryBudgetSettings,
-    RetrySettings,
-    Routes,
-    TimeoutSettings,
-    WindowSettings,
     load_config,
 )
 from resilient.config._render import to_json
 
-_CLASSES = (
-    AsgiRoute,
-    BackendSettings,
-    BackoffSettings,
-    BulkheadSettings,
-    CircuitBreakerSettings,
-    FallbackSettings,
-    GrpcRoute,
-    HttpxRoute,
-    PolicySettings,
-    RateLimitSettings,
-    RetryBudgetSettings,
-    RetrySettings,
-    Routes,
-    TimeoutSettings,
-    WindowSettings,
-)
 KEYS = sorted(
-    {f.name for cls in _CLASSES for f in dataclasses.fields(cls)}
+    {f.name for cls in SETTINGS_CLASSES for f in dataclasses.fields(cls)}
     | {"version", "backends", "defaults", "bases", "policies", "routes", "$schema", "a", "b"}
 )
 NAMES = ["a", "b", "c"]

@@ -7,24 +7,10 @@ import re
 from pathlib import Path
 
 import pytest
+from _config_support import SETTINGS_CLASSES
 
 from resilient.config import (
-    AsgiRoute,
-    BackendSettings,
-    BackoffSettings,
-    BulkheadSettings,
-    CircuitBreakerSettings,
     ConfigDocument,
-    FallbackSettings,
-    GrpcRoute,
-    HttpxRoute,
-    PolicySettings,
-    RateLimitSettings,
-    RetryBudgetSettings,
-    RetrySettings,
-    Routes,
-    TimeoutSettings,
-    WindowSettings,
     json_schema,
 )
 from resilient.config._parse import read_source
@@ -35,23 +21,7 @@ DOCS = ROOT / "docs" / "config.md"
 EXAMPLES = sorted(
     p for p in (ROOT / "examples").iterdir() if p.suffix in (".yaml", ".toml", ".json")
 )
-CLASSES = [
-    AsgiRoute,
-    BackendSettings,
-    BackoffSettings,
-    BulkheadSettings,
-    CircuitBreakerSettings,
-    FallbackSettings,
-    GrpcRoute,
-    HttpxRoute,
-    PolicySettings,
-    RateLimitSettings,
-    RetryBudgetSettings,
-    RetrySettings,
-    Routes,
-    TimeoutSettings,
-    WindowSettings,
-]
+CLASSES = SETTINGS_CLASSES
 
 
 def test_every_field_is_in_the_schema_with_a_description():
