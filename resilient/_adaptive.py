@@ -54,7 +54,7 @@ from ._bulkhead import (
 )
 from ._clock import Clock
 from ._duration import Duration, to_seconds
-from ._errors import BulkheadFullError, ConfigError, RejectedError
+from ._errors import BulkheadFullError, ConfigError, RejectedError, new_error
 from ._types import P, T
 from .observability._emit import Listener
 from .observability._events import CallFailed, CallRejected, CallSucceeded
@@ -877,7 +877,7 @@ class AdaptiveConcurrency(SlotPolicy):
                     retry_after=retry_after,
                 )
             )
-        return BulkheadFullError(self.name, reason=reason, retry_after=retry_after)
+        return new_error(BulkheadFullError, self.name, None, reason, retry_after)
 
     def _ended(self, start: float, in_flight: int, exc: BaseException | None) -> None:
         if exc is not None and not isinstance(exc, Exception):

@@ -42,7 +42,7 @@ from typing import Any, Final
 
 from ._clock import Clock
 from ._duration import Duration, to_seconds
-from ._errors import BulkheadFullError, ConfigError
+from ._errors import BulkheadFullError, ConfigError, new_error
 from ._pipeline import PolicyBase
 from ._types import P, T
 from .observability._emit import Listener
@@ -437,7 +437,7 @@ class Bulkhead(SlotPolicy):
                     policy=self.name, kind=self.kind, at=self.clock.monotonic(), reason=reason
                 )
             )
-        return BulkheadFullError(self.name, reason=reason)
+        return new_error(BulkheadFullError, self.name, None, reason, None)
 
     def _finished(self, start: float, exc: Exception | None) -> None:
         now = self.clock.monotonic()

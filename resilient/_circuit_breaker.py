@@ -59,11 +59,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 from ._clock import Clock
 from ._duration import Duration, to_seconds
-from ._errors import CircuitOpenError, ConfigError
+from ._errors import CircuitOpenError, ConfigError, new_error
 from ._pipeline import PolicyBase
 from ._types import P, T
 from ._windows import FAILURE, SLOW, CountTally, CountWindow, Tally, TimeWindow, Window
-from .observability._emit import Listener
+from .observability._emit import Listener, logging_maybe_enabled
 from .observability._events import (
     CallFailed,
     CallRejected,
@@ -817,6 +817,8 @@ class CircuitBreaker(PolicyBase):
         self._init_base(name, clock, listeners)
         self._core = _BreakerCore(self.config, _monotonic(self.clock))
         self._judge_results = self.config.record_result is not None
+        self._observe_only = observe_only
+        self._maybe_logs_rejections = logging_maybe_enabled(CallRejected)
 
     # -- state and manual control ----------------------------------------------------------
 
@@ -872,12 +874,18 @@ class CircuitBreaker(PolicyBase):
             )
 
     def _admit(self) -> int:
-        ticket, retry_after, reason, changes = self._core.admit()
+        core = self._core
+        until = core.gate
+        if until > _NEVER and _LOCK_FREE and not self._observe_only:
+            now = core.now()
+            if now < until:
+                raise self._refuse(until, now)
+        ticket, retry_after, reason, changes = core.admit()
         if changes:
             self._emit_changes(changes)
         if ticket >= 0:
             return ticket
-        observe = self.config.observe_only
+        observe = self._observe_only
         if self._emitter.wants(CallRejected):  # an open breaker may refuse a flood
             self._emitter.emit(
                 CallRejected(
@@ -891,7 +899,33 @@ class CircuitBreaker(PolicyBase):
             )
         if observe:
             return _PASS
-        raise CircuitOpenError(self.name, reason=reason, retry_after=retry_after)
+        raise new_error(CircuitOpenError, self.name, None, reason, retry_after)
+
+    def _refuse(self, until: float, now: float) -> CircuitOpenError:
+        """The lock-free rejection while OPEN (:meth:`_BreakerCore.admit`'s first branch,
+        for callers that checked ``now < core.gate`` themselves): counts it, emits
+        ``CallRejected`` if anyone would see it, and returns the error to raise.
+        The decorators inline this (see :meth:`_wrap`)."""
+        self._core.rejected.add()
+        wait = until - now
+        if now + wait < until:  # pragma: no cover - see retry_after_until
+            wait = retry_after_until(until, now)
+        if self._emitter.observed or self._maybe_logs_rejections():
+            self._announce_rejection(now, wait)
+        return new_error(CircuitOpenError, self.name, None, "circuit_open", wait)
+
+    def _announce_rejection(self, at: float, wait: float) -> None:
+        """Emit ``CallRejected`` for a lock-free rejection, if anyone would see it."""
+        if self._emitter.wants(CallRejected):
+            self._emitter.emit(
+                CallRejected(
+                    policy=self.name,
+                    kind=self.kind,
+                    at=at,
+                    reason="circuit_open",
+                    retry_after=wait,
+                )
+            )
 
     def _succeeded(self, ticket: int, start: float, result: object) -> None:
         """The success path when a result predicate or a per-call listener is involved."""
@@ -996,12 +1030,27 @@ class CircuitBreaker(PolicyBase):
 
     def _wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         core, now, admit, failed = self._core, self._core.now, self._admit, self._failed
+        # `gate > never` means OPEN; never = +inf turns the inlined refusal off.
+        never = _NEVER if _LOCK_FREE and not self._observe_only else math.inf
+        count_rejected, name = core.rejected.add, self.name
+        maybe_logs, announce = self._maybe_logs_rejections, self._announce_rejection
         judge, emitter, succeeded = self._judge_results, self._emitter, self._succeeded
         emit_changes = self._emit_changes
 
         def guarded(*args: Any, **kwargs: Any) -> Any:
             ticket = core.fast
             if ticket < 0:
+                until = core.gate
+                if until > never:  # OPEN: self._refuse(), inlined
+                    start = now()
+                    if start < until:
+                        count_rejected()
+                        wait = until - start
+                        if start + wait < until:  # pragma: no cover - see retry_after_until
+                            wait = retry_after_until(until, start)
+                        if emitter.observed or maybe_logs():
+                            announce(start, wait)
+                        raise new_error(CircuitOpenError, name, None, "circuit_open", wait)
                 ticket = admit()
             start = now()
             try:
@@ -1024,12 +1073,27 @@ class CircuitBreaker(PolicyBase):
 
     def _awrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         core, now, admit, failed = self._core, self._core.now, self._admit, self._failed
+        # `gate > never` means OPEN; never = +inf turns the inlined refusal off.
+        never = _NEVER if _LOCK_FREE and not self._observe_only else math.inf
+        count_rejected, name = core.rejected.add, self.name
+        maybe_logs, announce = self._maybe_logs_rejections, self._announce_rejection
         judge, emitter, succeeded = self._judge_results, self._emitter, self._succeeded
         emit_changes = self._emit_changes
 
         async def guarded(*args: Any, **kwargs: Any) -> Any:
             ticket = core.fast
             if ticket < 0:
+                until = core.gate
+                if until > never:  # OPEN: self._refuse(), inlined
+                    start = now()
+                    if start < until:
+                        count_rejected()
+                        wait = until - start
+                        if start + wait < until:  # pragma: no cover - see retry_after_until
+                            wait = retry_after_until(until, start)
+                        if emitter.observed or maybe_logs():
+                            announce(start, wait)
+                        raise new_error(CircuitOpenError, name, None, "circuit_open", wait)
                 ticket = admit()
             start = now()
             try:

@@ -18,7 +18,7 @@ Messages are derived from the structured attributes, so code can inspect
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol, TypeVar, cast
 
 __all__ = [
     "BackendError",
@@ -32,6 +32,7 @@ __all__ = [
 ]
 
 _MISSING: Any = object()
+_R = TypeVar("_R", bound="RejectedError")
 
 
 class ResilienceError(Exception):
@@ -132,9 +133,15 @@ class RejectedError(ResilienceError):
         reason: a short machine-readable reason (``"circuit_open"``, ``"rate_limited"``...).
         retry_after: seconds after which the same call may be admitted, or ``None``
             if unknown. Never an underestimate.
+
+    The four attributes are kept in ``args`` (``(policy, key, reason, retry_after)``)
+    and the message is built only when printed: a rejection is raised on the hot path
+    of an overloaded service and is usually caught without being looked at, so
+    building one must cost no more than building a bare exception.
     """
 
     default_reason = "rejected"
+    args: tuple[Any, ...]
 
     def __init__(
         self,
@@ -144,13 +151,48 @@ class RejectedError(ResilienceError):
         reason: str | None = None,
         retry_after: float | None = None,
     ) -> None:
-        self.policy = policy
-        self.key = key
-        self.reason = reason or self.default_reason
-        self.retry_after = retry_after
-        # The message is built on demand (str/repr): a rejection is raised on the hot
-        # path of an overloaded service and is often caught without being printed.
-        super().__init__(policy)
+        self.args = (policy, key, reason or self.default_reason, retry_after)
+
+    def _set(self, index: int, value: Any) -> None:
+        args = list(self.args)
+        args[index] = value
+        self.args = tuple(args)
+
+    @property
+    def policy(self) -> str:
+        """The name of the policy that refused."""
+        return self.args[0]  # type: ignore[no-any-return]
+
+    @policy.setter
+    def policy(self, value: str) -> None:
+        self._set(0, value)
+
+    @property
+    def key(self) -> Any:
+        """The partition key (rate limiter / keyed policy), if any."""
+        return self.args[1]
+
+    @key.setter
+    def key(self, value: Any) -> None:
+        self._set(1, value)
+
+    @property
+    def reason(self) -> str:
+        """A short machine-readable reason (``"circuit_open"``, ``"rate_limited"``...)."""
+        return self.args[2]  # type: ignore[no-any-return]
+
+    @reason.setter
+    def reason(self, value: str) -> None:
+        self._set(2, value)
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds after which the same call may be admitted, or ``None`` if unknown."""
+        return self.args[3]  # type: ignore[no-any-return]
+
+    @retry_after.setter
+    def retry_after(self, value: float | None) -> None:
+        self._set(3, value)
 
     def __str__(self) -> str:
         return self._describe()
@@ -177,6 +219,25 @@ def _rebuild_rejected(
     cls: type[RejectedError], policy: str, key: Any, reason: str, retry_after: float | None
 ) -> RejectedError:
     return cls(policy, key=key, reason=reason, retry_after=retry_after)
+
+
+class _NewError(Protocol):
+    def __call__(
+        self,
+        cls: type[_R],
+        policy: str,
+        key: Any,
+        reason: str,
+        retry_after: float | None,
+        /,
+    ) -> _R: ...
+
+
+new_error: _NewError = cast(_NewError, BaseException.__new__)
+"""``new_error(cls, policy, key, reason, retry_after)`` builds a :class:`RejectedError`
+subclass equal to ``cls(policy, key=key, reason=reason, retry_after=retry_after)``
+without running ``__init__``: one C call, for the hot paths that refuse floods of
+calls. *reason* must be given (it is not defaulted)."""
 
 
 class CircuitOpenError(RejectedError):

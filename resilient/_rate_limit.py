@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 from ._algorithms import AlgorithmName, Decision, Limit
 from ._clock import Clock, remaining
 from ._duration import Duration, Rate, RateSpec, parse_rates, to_seconds
-from ._errors import ConfigError, RateLimitedError
+from ._errors import ConfigError, RateLimitedError, new_error
 from ._pipeline import PolicyBase
 from ._types import P, T
 from .backends import AsyncRateLimitStore, RateLimitStore, store_from_url
@@ -522,7 +522,7 @@ class _RateLimiter(PolicyBase):
     def _refused(self, key: Hashable, retry_after: float) -> RateLimitedError:
         if self._emitter.wants(CallRejected):  # skip building what nobody would see
             self._emit_rejected(key, retry_after)
-        return RateLimitedError(self.name, key=key, retry_after=retry_after)
+        return new_error(RateLimitedError, self.name, key, "rate_limited", retry_after)
 
     def _describe(self) -> str:
         rates = ";".join(str(rate) for rate in self.config.rates)

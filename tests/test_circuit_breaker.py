@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import math
 from datetime import timedelta
 from typing import Any
@@ -854,3 +855,70 @@ def test_window_size_is_bounded_so_a_typo_cannot_exhaust_memory():
     assert CountWindow(1_000_000).size == 1_000_000
     with pytest.raises(ConfigError, match="between 1 and 1000000"):
         CountWindow(10**12)
+
+
+# -- the decorators' inlined OPEN refusal --------------------------------------------------------
+
+
+def _decorated(flavour: str, cb: rs.CircuitBreaker) -> Any:
+    """A zero-argument caller of a function decorated by *cb* (sync, or async on a fresh
+    loop), recording whether the function ran."""
+    ran: list[int] = []
+    if flavour == "sync":
+        fn = cb(lambda: ran.append(1))
+        return fn, ran
+
+    @cb
+    async def afn() -> None:
+        ran.append(1)
+
+    return (lambda: asyncio.run(afn())), ran
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_decorated_open_refusal_counts_emits_and_logs(flavour, clock, caplog):
+    """The decorators refuse an OPEN call without the lock, with the same error, count,
+    event and log line as ``call``; a log level raised between two refusals is seen."""
+    listener = RecordingListener()
+    cb = breaker(clock, consecutive_failures=1, open_for=10.0)
+    with pytest.raises(OSError):
+        cb.call(boom)
+    call, ran = _decorated(flavour, cb)
+    clock.advance(4.0)
+    caplog.set_level(logging.WARNING, logger="resilient")
+    with pytest.raises(rs.CircuitOpenError) as info:
+        call()
+    err = info.value
+    assert (err.policy, err.reason, err.retry_after, err.key) == ("db", "circuit_open", 6.0, None)
+    assert str(err) == "'db' rejected the call (circuit_open), retry after 6.000s"
+    assert not [r for r in caplog.records if "rejected" in r.getMessage()]
+    caplog.set_level(logging.INFO, logger="resilient")  # clears logging's level cache
+    with pytest.raises(rs.CircuitOpenError):
+        call()
+    assert [r.levelno for r in caplog.records if "circuit_open" in r.getMessage()] == [logging.INFO]
+    cb._emitter.add_local([listener])
+    with pytest.raises(rs.CircuitOpenError):
+        call()
+    (event,) = listener.of(CallRejected)
+    assert (event.reason, event.retry_after, event.at) == ("circuit_open", 6.0, clock.monotonic())
+    assert ran == []
+    assert cb.stats().rejected == 3
+    clock.advance(6.0)  # open_for has passed: the decorator admits a probe
+    call()
+    assert ran == [1]
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_decorated_observe_only_runs_every_call(flavour, clock):
+    """observe_only turns the decorators' inlined refusal off: the call runs, counted as
+    a would-be rejection."""
+    listener = RecordingListener()
+    cb = breaker(clock, consecutive_failures=1, observe_only=True, listeners=[listener])
+    with pytest.raises(OSError):
+        cb.call(boom)
+    assert cb.state is OPEN
+    call, ran = _decorated(flavour, cb)
+    call()
+    assert ran == [1]
+    assert cb.stats().rejected == 1
+    assert listener.of(CallRejected)[0].attributes == {"observe_only": True}

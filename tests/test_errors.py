@@ -61,3 +61,27 @@ def test_config_error_combine_reports_all():
     assert rs.ConfigError.combine([a]) is a
     with pytest.raises(ValueError, match="at least one"):
         rs.ConfigError.combine([])
+
+
+def test_fast_rejection_equals_the_constructed_one():
+    """new_error (the hot paths' builder, which skips __init__) makes the same error."""
+    from resilient._errors import new_error
+
+    made = rs.RateLimitedError("api", key="k", reason="rate_limited", retry_after=0.25)
+    fast = new_error(rs.RateLimitedError, "api", "k", "rate_limited", 0.25)
+    assert type(fast) is rs.RateLimitedError
+    assert fast.args == made.args == ("api", "k", "rate_limited", 0.25)
+    assert (str(fast), repr(fast)) == (str(made), repr(made))
+    back = pickle.loads(pickle.dumps(fast))
+    assert back.args == ("api", "k", "rate_limited", 0.25)
+
+
+def test_rejected_attributes_can_be_reassigned():
+    """The attributes live in args but stay assignable, as plain attributes were."""
+    err = rs.CircuitOpenError("db")
+    err.retry_after = 3.0
+    err.key = "tenant"
+    err.reason = "forced_open"
+    err.policy = "primary"
+    assert str(err) == "'primary' rejected the call (forced_open), key='tenant', retry after 3.000s"
+    assert err.args == ("primary", "tenant", "forced_open", 3.0)

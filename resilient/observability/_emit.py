@@ -13,11 +13,12 @@ read.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from ._events import CallFailed, CallSucceeded, Event
 from ._logging import LoggingListener
@@ -157,6 +158,22 @@ def _with_context(event: Event) -> Event:
         return event
     extra.update(event.attributes)
     return dataclasses.replace(event, attributes=extra)
+
+
+def logging_maybe_enabled(kind: type[Event]) -> Callable[[], bool]:
+    """A cheap pre-check for the hot paths: a function returning ``False`` only when the
+    built-in logging is known not to log an event of type *kind* now, and ``True`` when
+    it may (then :meth:`Emitter.wants` decides).
+
+    It reads the answer the ``logging`` module caches per level on the ``"resilient"``
+    logger (that cache is cleared in place whenever a level changes or
+    ``logging.disable`` is called), so it costs one dict lookup; a miss reads ``True``.
+    """
+    level = _BUILTIN.levels.get(kind, logging.INFO)
+    cache = getattr(logger, "_cache", None)
+    if isinstance(cache, dict):
+        return cast(Callable[[], bool], functools.partial(cache.get, level, True))
+    return lambda: True
 
 
 class Emitter:

@@ -65,7 +65,7 @@ from ..._circuit_breaker import (
     CircuitState,
 )
 from ..._duration import Duration, to_seconds
-from ..._errors import CircuitOpenError, ConfigError
+from ..._errors import CircuitOpenError, ConfigError, new_error
 from ..._types import P, T
 from ..._windows import FAILURE, SLOW
 from ...observability._events import CallFailed, CallRejected, CallSucceeded
@@ -293,7 +293,7 @@ class SharedCircuitBreaker(CircuitBreaker):
             )
         if observe:
             return PASS
-        raise CircuitOpenError(self.name, reason=reason, retry_after=retry_after)
+        raise new_error(CircuitOpenError, self.name, None, reason, retry_after)
 
     def _classify(self, start: float, exc: Exception) -> tuple[int, float | None, float]:
         """``(outcome, hint, end)`` of a call that raised *exc* (outcome ``IGNORED``: none)."""
