@@ -35,13 +35,11 @@ from ..._duration import to_seconds
 from ..._errors import BackendError, ConfigError
 from ...observability._emit import Emitter, Listener
 from .._health import OnBackendError, check_mode
-from ._async.scripts import run_script as arun_script
 from ._connection import AsyncClients, Clients
 from ._core import Shared, StoreCore
 from ._errors import backend_error, is_outage
 from ._keys import tagged
 from ._scripts import lua_script
-from ._sync.scripts import run_script
 
 __all__ = ["RedisRetryBudget"]
 
@@ -239,8 +237,7 @@ class RedisRetryBudget(RetryBudget):
             return self._fallback(spend, None)
         args = self._args(self._take(), spend)
         try:
-            client = self._shared.clients_for(Clients).get()
-            reply = run_script(client, SCRIPT, [self._key], args)
+            reply = self._shared.clients_for(Clients).runner().run(SCRIPT, [self._key], args)
             return self._decode(reply, spend)
         except Exception as exc:
             return self._fallback(spend, exc)
@@ -251,8 +248,8 @@ class RedisRetryBudget(RetryBudget):
             return self._fallback(spend, None)
         args = self._args(self._take(), spend)
         try:
-            client = self._shared.clients_for(AsyncClients).get()
-            reply = await arun_script(client, SCRIPT, [self._key], args)
+            runner = self._shared.clients_for(AsyncClients).runner()
+            reply = await runner.run(SCRIPT, [self._key], args)
             return self._decode(reply, spend)
         except Exception as exc:
             return self._fallback(spend, exc)

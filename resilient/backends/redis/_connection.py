@@ -7,7 +7,9 @@ Both kinds of client are made here, for a :class:`~._url.RedisTarget`:
   connection belongs to the loop that opened it, and a store may outlive a
   loop (``asyncio.run`` in a test, a worker thread with its own loop).
 
-A client given by the user is used as it is, for every loop.
+A client given by the user is used as it is, for every loop. Each holder also
+gives the *runner* of the decision scripts: for a single server the store connects
+to itself, a lane of dedicated connections (``_async/scripts.py``), else the client.
 
 Two settings matter for a decision store and differ from redis-py's defaults:
 
@@ -48,14 +50,15 @@ def client_options(target: RedisTarget, timeout: float, connect_timeout: float) 
 
 class Clients:
     """The sync client of a store (built on first use: a cluster client connects
-    as soon as it is made)."""
+    as soon as it is made), and the runner of its scripts (:meth:`runner`)."""
 
-    __slots__ = ("_client", "_lock", "_options", "_target", "owned")
+    __slots__ = ("_client", "_lock", "_options", "_runner", "_target", "owned")
 
     def __init__(self, target: RedisTarget, options: dict[str, Any], client: Any = None) -> None:
         self._target = target
         self._options = options
         self._client = client
+        self._runner: Any = None
         self._lock = threading.Lock()
         self.owned = client is None
         """Whether the store made the client (and closes it)."""
@@ -68,6 +71,18 @@ class Clients:
                     self._client = self._make()
                 client = self._client
         return client
+
+    def runner(self) -> Any:
+        """What runs the decision scripts: a ``Lane`` of dedicated connections for a
+        single server the store connects to itself, else the client (``ClientRunner``)."""
+        runner = self._runner
+        if runner is None:
+            client = self.get()
+            with self._lock:
+                runner = self._runner
+                if runner is None:
+                    runner = self._runner = _runner_for(client, self.owned, self._target, False)
+        return runner
 
     def _make(self) -> Any:
         import redis
@@ -86,13 +101,29 @@ class Clients:
     def close(self) -> None:
         if not self.owned:
             return
-        client, self._client = self._client, None
+        with self._lock:
+            client, self._client, self._runner = self._client, None, None
         if client is not None:
             client.close()
 
 
+def _runner_for(client: Any, owned: bool, target: RedisTarget, asynchronous: bool) -> Any:
+    if asynchronous:
+        from ._async.scripts import AsyncClientRunner, AsyncLane
+
+        if owned and not target.cluster:
+            return AsyncLane(client)
+        return AsyncClientRunner(client)
+    from ._sync.scripts import ClientRunner, Lane
+
+    if owned and not target.cluster:
+        return Lane(client)
+    return ClientRunner(client)
+
+
 class AsyncClients:
-    """The asyncio clients of a store, one per running event loop."""
+    """The asyncio clients of a store, one per running event loop, each with the runner
+    of its scripts (:meth:`runner`)."""
 
     __slots__ = ("_by_loop", "_client", "_last", "_options", "_target", "owned")
 
@@ -101,27 +132,35 @@ class AsyncClients:
         self._options = options
         self._client = client
         self.owned = client is None
-        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, Any]] = (
             weakref.WeakKeyDictionary()
         )
-        self._last: tuple[asyncio.AbstractEventLoop | None, Any] = (None, None)
+        self._last: tuple[asyncio.AbstractEventLoop | None, Any, Any] = (None, None, None)
 
     def get(self) -> Any:
-        if self._client is not None:
-            return self._client
+        """The client of the running event loop."""
+        return self._entry()[0]
+
+    def runner(self) -> Any:
+        """What runs the decision scripts on the running loop (see ``Clients.runner``)."""
+        return self._entry()[1]
+
+    def _entry(self) -> tuple[Any, Any]:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             msg = "the Redis store's async methods run on asyncio (redis.asyncio), not this loop"
             raise TypeError(msg) from None
-        last_loop, client = self._last
+        last_loop, client, runner = self._last
         if last_loop is loop:
-            return client
-        client = self._by_loop.get(loop)
-        if client is None:
-            client = self._by_loop[loop] = self._make()
-        self._last = (loop, client)
-        return client
+            return client, runner
+        entry = self._by_loop.get(loop)
+        if entry is None:
+            client = self._client if self._client is not None else self._make()
+            runner = _runner_for(client, self.owned, self._target, True)
+            entry = self._by_loop[loop] = (client, runner)
+        self._last = (loop, *entry)
+        return entry
 
     def _make(self) -> Any:
         import redis.asyncio as aioredis
@@ -142,8 +181,8 @@ class AsyncClients:
         if not self.owned:
             return
         loop = asyncio.get_running_loop()
-        client = self._by_loop.pop(loop, None)
+        entry = self._by_loop.pop(loop, None)
         if self._last[0] is loop:
-            self._last = (None, None)
-        if client is not None:
-            await client.aclose()
+            self._last = (None, None, None)
+        if entry is not None:
+            await entry[0].aclose()

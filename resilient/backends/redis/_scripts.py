@@ -13,7 +13,7 @@ import hashlib
 from dataclasses import dataclass
 from importlib.resources import files
 
-__all__ = ["Script", "lua_script", "rate_limit_script", "read_lua"]
+__all__ = ["Script", "lua_script", "pack_command", "rate_limit_script", "read_lua"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +26,27 @@ class Script:
 
     def __repr__(self) -> str:
         return f"Script({self.name!r}, sha={self.sha[:12]})"
+
+
+def pack_command(*parts: bytes | str | int | float) -> bytes:
+    """One command in the Redis protocol (RESP): an array of bulk strings, encoded as
+    redis-py encodes arguments (``str`` as UTF-8, ``int`` and ``float`` by ``repr``,
+    ``bytes`` as they are) without its per-argument machinery."""
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        if type(part) is bytes:
+            data = part
+        elif isinstance(part, str):
+            data = part.encode()
+        elif isinstance(part, int | float) and not isinstance(part, bool):
+            data = repr(part).encode()
+        elif isinstance(part, bytes | bytearray | memoryview):
+            data = bytes(part)
+        else:
+            msg = f"a Redis command argument must be bytes, str, int or float, not {part!r}"
+            raise TypeError(msg)
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
 
 
 @functools.cache

@@ -13,7 +13,6 @@ from typing import Any
 from ...._circuit_breaker import CircuitState
 from .._breaker_core import SCRIPT, Admission, Changes, LocalTicket, Probe, SharedBreakerCore
 from .._connection import AsyncClients
-from .scripts import run_script
 
 __all__ = ["AsyncBreakerLink"]
 
@@ -28,7 +27,7 @@ class AsyncBreakerLink:
         self._clients = core.shared.clients_for(AsyncClients)
 
     async def _run(self, args: list[Any]) -> Any:
-        return await run_script(self._clients.get(), SCRIPT, self.core.keys, args)
+        return await self._clients.runner().run(SCRIPT, self.core.keys, args)
 
     async def admit(self, now: float) -> Admission:
         """Admit a call the view cannot decide: one round trip, or none while Redis is

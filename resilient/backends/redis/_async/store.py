@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from ...._algorithms import Decision, Limit
 from .._connection import AsyncClients
 from .._core import StoreCore
-from .scripts import run_script
 
 __all__ = ["AsyncRedisStore"]
 
@@ -48,7 +47,7 @@ class AsyncRedisStore(StoreCore):
             return self._skipped(key, plan, cost, max_wait)
         args = self._acquire_args(plan, cost, max_wait)
         try:
-            reply = await run_script(self._clients.get(), plan.acquire, keys, args)
+            reply = await self._clients.runner().run(plan.acquire, keys, args)
             made = self._decode(reply)
         except Exception as exc:
             return self._failed(exc, key, plan, cost, max_wait)
@@ -74,7 +73,7 @@ class AsyncRedisStore(StoreCore):
             return
         args = self._release_args(plan, cost, wait_left)
         try:
-            await run_script(self._clients.get(), plan.release, keys, args)
+            await self._clients.runner().run(plan.release, keys, args)
         except Exception as exc:
             self._error(exc, "release")
             self._release_locally(key, plan, cost, wait_left)

@@ -14,7 +14,6 @@ from typing import Any
 from ...._circuit_breaker import CircuitState
 from .._breaker_core import SCRIPT, Admission, Changes, LocalTicket, Probe, SharedBreakerCore
 from .._connection import Clients
-from .scripts import run_script
 
 __all__ = ["BreakerLink"]
 
@@ -29,7 +28,7 @@ class BreakerLink:
         self._clients = core.shared.clients_for(Clients)
 
     def _run(self, args: list[Any]) -> Any:
-        return run_script(self._clients.get(), SCRIPT, self.core.keys, args)
+        return self._clients.runner().run(SCRIPT, self.core.keys, args)
 
     def admit(self, now: float) -> Admission:
         """Admit a call the view cannot decide: one round trip, or none while Redis is

@@ -1,5 +1,17 @@
 # GENERATED from _async/scripts.py by scripts/unasync.py -- do not edit.
-"""Running a cached Lua script: one ``EVALSHA``, or ``EVAL`` when Redis lost the script."""
+"""Running a cached Lua script: one ``EVALSHA``, or ``EVAL`` when Redis lost the script.
+
+Two ways, one behaviour:
+
+* :func:`run_script` sends the command through a redis-py client (``execute_command``):
+  for Redis Cluster (slots, redirections) and for a client the user gave the store
+  (its own settings apply);
+* :class:`Lane` sends it on connections of its own, taken once from the pool of a
+  client the store made for one Redis server, with the command packed here: the same
+  bytes on the wire, without the per-command work of the client (pool checkout and
+  release, argument encoding, instrumentation), which costs more than the Redis round
+  trip itself on loopback.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +20,9 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
-from .._scripts import Script
+from .._scripts import Script, pack_command
 
-__all__ = ["run_script"]
+__all__ = ["ClientRunner", "Lane", "run_script"]
 
 
 def run_script(client: Any, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
@@ -25,3 +37,54 @@ def run_script(client: Any, script: Script, keys: Sequence[Any], args: Sequence[
         return client.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
     except NoScriptError:
         return client.execute_command("EVAL", script.text, len(keys), *keys, *args)
+
+
+class ClientRunner:
+    """Runs scripts through a redis-py client (:func:`run_script`)."""
+
+    __slots__ = ("client",)
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def run(self, script: Script, keys: Sequence[str], args: Sequence[bytes]) -> Any:
+        """See :func:`run_script`."""
+        return run_script(self.client, script, keys, args)
+
+
+class Lane:
+    """Runs scripts on connections taken from a (single-server) client's pool and kept.
+
+    A call takes an idle connection (or checks a new one out of the pool, which
+    connects it, authenticates and selects the database as for any command), sends
+    one packed command, reads one reply and puts the connection back. A connection
+    that fails (timeout, reset, cancellation) is closed by redis-py before the error
+    is raised and reconnects on its next use, so a reply that came too late can
+    never be read as another call's. Closing the client closes these connections
+    too (the pool still counts them as in use).
+    """
+
+    __slots__ = ("_idle", "_pool")
+
+    def __init__(self, client: Any) -> None:
+        self._pool = client.connection_pool
+        self._idle: list[Any] = []
+
+    def run(self, script: Script, keys: Sequence[str], args: Sequence[bytes]) -> Any:
+        """See :func:`run_script`."""
+        try:
+            return self._call(pack_command(b"EVALSHA", script.sha, len(keys), *keys, *args))
+        except NoScriptError:
+            return self._call(pack_command(b"EVAL", script.text, len(keys), *keys, *args))
+
+    def _call(self, command: bytes) -> Any:
+        idle = self._idle
+        try:
+            connection = idle.pop()
+        except IndexError:
+            connection = self._pool.get_connection()
+        try:
+            connection.send_packed_command([command], check_health=False)
+            return connection.read_response()
+        finally:
+            idle.append(connection)

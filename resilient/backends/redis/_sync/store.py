@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from ...._algorithms import Decision, Limit
 from .._connection import Clients
 from .._core import DualCore
-from .scripts import run_script
 
 __all__ = ["RedisStore"]
 
@@ -49,7 +48,7 @@ class RedisStore(DualCore):
             return self._skipped(key, plan, cost, max_wait)
         args = self._acquire_args(plan, cost, max_wait)
         try:
-            reply = run_script(self._clients.get(), plan.acquire, keys, args)
+            reply = self._clients.runner().run(plan.acquire, keys, args)
             made = self._decode(reply)
         except Exception as exc:
             return self._failed(exc, key, plan, cost, max_wait)
@@ -75,7 +74,7 @@ class RedisStore(DualCore):
             return
         args = self._release_args(plan, cost, wait_left)
         try:
-            run_script(self._clients.get(), plan.release, keys, args)
+            self._clients.runner().run(plan.release, keys, args)
         except Exception as exc:
             self._error(exc, "release")
             self._release_locally(key, plan, cost, wait_left)
