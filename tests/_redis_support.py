@@ -79,8 +79,9 @@ def _command_name(packed: Any) -> str:
 
 
 class CommandLog:
-    """Every command any redis-py connection (sync or asyncio) writes to a socket,
-    by name, in order: one entry per round trip (nothing here pipelines)."""
+    """Every command any redis-py connection (sync or asyncio), or a store's multiplexed
+    asyncio connection, writes to a socket, by name, in order: one entry per command
+    (a decision is one command, whatever else shares its write)."""
 
     def __init__(self) -> None:
         self.names: list[str] = []
@@ -100,11 +101,15 @@ def command_log() -> Iterator[CommandLog]:
     from redis import connection as sync_connection
     from redis.asyncio import connection as async_connection
 
+    from resilient.backends.redis import _multiplex
+
     log = CommandLog()
     sync_class = sync_connection.AbstractConnection
     async_class = async_connection.AbstractConnection
     sync_send = sync_class.send_packed_command
     async_send = async_class.send_packed_command
+    mux_class: Any = _multiplex._Connection  # the stores' multiplexed asyncio connection
+    mux_send = mux_class.send
 
     def send(self: Any, command: Any, *args: Any, **kwargs: Any) -> Any:
         log.record(command)
@@ -114,13 +119,19 @@ def command_log() -> Iterator[CommandLog]:
         log.record(command)
         return await async_send(self, command, *args, **kwargs)
 
+    def msend(self: Any, command: bytes) -> Any:
+        log.record(command)
+        return mux_send(self, command)
+
     sync_class.send_packed_command = send
     async_class.send_packed_command = asend
+    mux_class.send = msend
     try:
         yield log
     finally:
         sync_class.send_packed_command = sync_send
         async_class.send_packed_command = async_send
+        mux_class.send = mux_send
 
 
 def wait_for(predicate: Any, timeout: float, what: str) -> None:

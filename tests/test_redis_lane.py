@@ -1,6 +1,10 @@
-"""The stores' own connections to a single Redis server (the "lane"): the command bytes
+"""The stores' own connections to a single Redis server (the "lanes"): the command bytes
 are redis-py's, a late reply is never read by the next call, a cancelled call frees its
-connection, and the lane is used only where the store made the client itself."""
+place, concurrent asyncio calls share one multiplexed connection and each reads its own
+reply, and a lane is used only where the store made the client itself.
+
+The async tests run twice: on the multiplexed connection (a plain ``redis://`` URL) and
+on redis-py's connections (a URL with an option only redis-py connects with)."""
 
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from resilient import BackendError
 from resilient.backends import Limit
 from resilient.backends.redis import AsyncRedisStore, RedisStore
 from resilient.backends.redis._async.scripts import AsyncClientRunner, AsyncLane
+from resilient.backends.redis._multiplex import AsyncMultiplexLane, _IncompleteError, _parse
 from resilient.backends.redis._scripts import pack_command
 from resilient.backends.redis._sync.scripts import ClientRunner, Lane
 
@@ -67,7 +72,16 @@ def test_the_lane_serves_a_single_server_the_store_connects_to(redis_url, redis_
             await a.aclose()
             await b.aclose()
 
-    assert asyncio.run(kinds()) == (AsyncLane, AsyncClientRunner)
+    assert asyncio.run(kinds()) == (AsyncMultiplexLane, AsyncClientRunner)
+
+    async def with_option() -> Any:
+        store = AsyncRedisStore(redis_url + "?health_check_interval=30")
+        try:
+            return type(store._clients.runner())
+        finally:
+            await store.aclose()
+
+    assert asyncio.run(with_option()) is AsyncLane  # an option only redis-py connects with
     for store in (own, given_store, cluster):
         store.close()
     client.close()
@@ -115,10 +129,14 @@ def test_a_late_reply_is_never_read_by_the_next_call(own_redis):
     store.close()
 
 
-def test_a_cancelled_call_frees_its_connection_and_its_reply(own_redis):
-    """An async decision cancelled while waiting for Redis: its connection is closed,
-    the next decision reads its own reply, and no connection is leaked."""
-    store = AsyncRedisStore(own_redis.url, timeout=5.0)
+ASYNC_LANES = {"multiplexed": "", "redis-py": "?health_check_interval=30"}
+
+
+@pytest.mark.parametrize("query", ASYNC_LANES.values(), ids=ASYNC_LANES.keys())
+def test_a_cancelled_call_frees_its_connection_and_its_reply(own_redis, query):
+    """An async decision cancelled while waiting for Redis: the next decision reads its
+    own reply, and no connection is leaked."""
+    store = AsyncRedisStore(own_redis.url + query, timeout=5.0)
     assert own_redis.process is not None
     pid = own_redis.process.pid
 
@@ -156,3 +174,132 @@ def test_sequential_calls_use_one_connection_and_one_command_each(redis_url):
     clients = redis.Redis.from_url(redis_url).client_list()
     assert sum(1 for c in clients if c.get("name") == "resilient") == 1
     store.close()
+
+
+@pytest.mark.parametrize("query", ASYNC_LANES.values(), ids=ASYNC_LANES.keys())
+def test_concurrent_tasks_each_read_their_own_reply(redis_url, query):
+    """80 tasks at once, each with its own key and limit, over one connection (the
+    multiplexed lane) or one per task in flight (redis-py's, whose asyncio pool holds at
+    most 100 by default): every reply is the caller's."""
+    store = AsyncRedisStore(redis_url + query, prefix=unique_prefix(), timeout=5.0)
+
+    async def one(index: int) -> list[str]:
+        amount = index % 7 + 1
+        limits = (Limit(algorithm="fixed_window", amount=amount, period=3600.0),)
+        wrong = []
+        for n in range(amount + 1):
+            made = await store.atry_acquire(f"k{index}", limits)
+            if made.limit != amount or made.allowed != (n < amount):
+                wrong.append(f"task {index}, call {n}: {made}")
+        return wrong
+
+    async def main() -> tuple[list[str], int]:
+        found = await asyncio.gather(*(one(i) for i in range(80)))
+        clients = redis.Redis.from_url(redis_url).client_list()
+        await store.aclose()
+        return [w for ws in found for w in ws], sum(c.get("name") == "resilient" for c in clients)
+
+    wrong, connections = asyncio.run(main())
+    assert wrong == []
+    if not query:
+        assert connections == 1
+
+
+def test_a_hung_server_fails_every_waiting_call_within_the_timeout(own_redis):
+    """Redis stops answering with 50 calls in flight on the multiplexed connection: each
+    fails with a timeout (none hangs), and once Redis is back a fresh connection serves
+    the next call with its own reply."""
+    store = AsyncRedisStore(own_redis.url, timeout=0.3)
+    assert own_redis.process is not None
+    pid = own_redis.process.pid
+    loop = asyncio.new_event_loop()
+
+    async def flight() -> tuple[list[Any], float]:
+        await store.atry_acquire("seven", SEVEN)  # connected
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            start = loop.time()
+            outcomes = await asyncio.gather(
+                *(store.atry_acquire(f"k{i}", THREE) for i in range(50)), return_exceptions=True
+            )
+            return outcomes, loop.time() - start
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+    try:
+        outcomes, took = loop.run_until_complete(flight())
+        assert took < 0.3 + 1.0
+        assert all(isinstance(o, BackendError) for o in outcomes), outcomes
+        assert all(isinstance(o.__cause__, redis.TimeoutError) for o in outcomes)
+        store.health.succeeded()  # no probe interval to wait out
+        made = loop.run_until_complete(store.atry_acquire("seven", SEVEN))
+        assert (made.allowed, made.limit, made.remaining) == (True, 7, 5)
+        loop.run_until_complete(store.aclose())
+    finally:
+        loop.close()
+
+
+def test_the_multiplexed_connection_authenticates_and_selects_the_database(own_redis):
+    """A user and password, and a database number, from the URL; a wrong password is a
+    BackendError that does not show it."""
+    own_redis.cli("ACL", "SETUSER", "limiter", "on", ">s3cret", "~*", "+@all")
+    own_redis.cli("CONFIG", "SET", "requirepass", "root-pass")
+    base = f"127.0.0.1:{own_redis.port}"
+    admin = redis.Redis.from_url(f"redis://:root-pass@{base}/0")
+
+    async def decide(url: str) -> Any:
+        store = AsyncRedisStore(url, prefix="auth")
+        try:
+            assert isinstance(store._clients.runner(), AsyncMultiplexLane)
+            return await store.atry_acquire("k", THREE)
+        finally:
+            await store.aclose()
+
+    assert asyncio.run(decide(f"redis://limiter:s3cret@{base}/3")).allowed
+    assert asyncio.run(decide(f"redis://:root-pass@{base}/3")).remaining == 1
+    db3 = redis.Redis.from_url(f"redis://:root-pass@{base}/3")
+    assert db3.keys("auth:*")
+    assert not admin.keys("auth:*")
+    with pytest.raises(BackendError) as info:
+        asyncio.run(decide(f"redis://limiter:wrong-one@{base}/0"))
+    assert isinstance(info.value.__cause__, redis.AuthenticationError)
+    assert "wrong-one" not in str(info.value)
+    db3.close()
+    admin.close()
+
+
+REPLIES = [
+    (b"$5\r\nhello\r\n", b"hello"),
+    (b"$0\r\n\r\n", b""),
+    (b"$-1\r\n", None),
+    (b":42\r\n", 42),
+    (b":-7\r\n", -7),
+    (b"+OK\r\n", b"OK"),
+    (b"*3\r\n:1\r\n$2\r\n\r\n\r\n*1\r\n+x\r\n", [1, b"\r\n", [b"x"]]),
+    (b"*-1\r\n", None),
+]
+
+
+@pytest.mark.parametrize(("wire", "value"), REPLIES)
+def test_replies_parse_whole_and_never_from_a_part(wire, value):
+    assert _parse(wire, 0) == (value, len(wire))
+    for cut in range(len(wire)):
+        with pytest.raises(_IncompleteError):
+            _parse(wire[:cut], 0)
+
+
+@pytest.mark.parametrize(
+    ("line", "kind", "message"),
+    [
+        ("NOSCRIPT No matching script.", redis.exceptions.NoScriptError, "No matching script."),
+        ("READONLY You can't write", redis.exceptions.ReadOnlyError, "You can't write"),
+        ("LOADING loading", redis.exceptions.BusyLoadingError, "loading"),
+        ("ERR unknown command", redis.ResponseError, "unknown command"),
+        ("WRONGTYPE Operation against a key", redis.ResponseError, "WRONGTYPE Operation"),
+        ("WRONGPASS invalid username-password", redis.AuthenticationError, "WRONGPASS"),
+    ],
+)
+def test_error_replies_are_redis_py_exceptions(line, kind, message):
+    error, _ = _parse(b"-" + line.encode() + b"\r\n", 0)
+    assert type(error) is kind
+    assert str(error).startswith(message)

@@ -9,7 +9,8 @@ Both kinds of client are made here, for a :class:`~._url.RedisTarget`:
 
 A client given by the user is used as it is, for every loop. Each holder also
 gives the *runner* of the decision scripts: for a single server the store connects
-to itself, a lane of dedicated connections (``_async/scripts.py``), else the client.
+to itself, a lane of dedicated connections (``_async/scripts.py``; for asyncio over
+plain TCP, one multiplexed connection per loop, ``_multiplex.py``), else the client.
 
 Two settings matter for a decision store and differ from redis-py's defaults:
 
@@ -81,7 +82,9 @@ class Clients:
             with self._lock:
                 runner = self._runner
                 if runner is None:
-                    runner = self._runner = _runner_for(client, self.owned, self._target, False)
+                    runner = self._runner = _runner_for(
+                        client, self.owned, self._target, False, self._options
+                    )
         return runner
 
     def _make(self) -> Any:
@@ -107,12 +110,15 @@ class Clients:
             client.close()
 
 
-def _runner_for(client: Any, owned: bool, target: RedisTarget, asynchronous: bool) -> Any:
+def _runner_for(
+    client: Any, owned: bool, target: RedisTarget, asynchronous: bool, options: dict[str, Any]
+) -> Any:
     if asynchronous:
         from ._async.scripts import AsyncClientRunner, AsyncLane
+        from ._multiplex import AsyncMultiplexLane, supports
 
         if owned and not target.cluster:
-            return AsyncLane(client)
+            return AsyncMultiplexLane(options) if supports(options) else AsyncLane(client)
         return AsyncClientRunner(client)
     from ._sync.scripts import ClientRunner, Lane
 
@@ -157,7 +163,7 @@ class AsyncClients:
         entry = self._by_loop.get(loop)
         if entry is None:
             client = self._client if self._client is not None else self._make()
-            runner = _runner_for(client, self.owned, self._target, True)
+            runner = _runner_for(client, self.owned, self._target, True, self._options)
             entry = self._by_loop[loop] = (client, runner)
         self._last = (loop, *entry)
         return entry
@@ -185,4 +191,7 @@ class AsyncClients:
         if self._last[0] is loop:
             self._last = (None, None, None)
         if entry is not None:
+            close = getattr(entry[1], "aclose", None)
+            if close is not None:
+                await close()
             await entry[0].aclose()
