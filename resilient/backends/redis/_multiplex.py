@@ -49,6 +49,7 @@ _HANDLED = frozenset(
         "socket_connect_timeout",
         "client_name",
         "retry",
+        "max_connections",  # a pool's size: one multiplexed connection needs none
     }
 )
 
