@@ -57,7 +57,12 @@ from ._duration import Duration, to_seconds
 from ._errors import BulkheadFullError, ConfigError, RejectedError, new_error
 from ._types import P, T
 from .observability._emit import Listener
-from .observability._events import CallFailed, CallRejected, CallSucceeded
+from .observability._events import (
+    CallFailed,
+    CallRejected,
+    CallSucceeded,
+    ConcurrencyLimitChanged,
+)
 
 __all__ = [
     "AIMD",
@@ -814,6 +819,8 @@ class AdaptiveConcurrency(SlotPolicy):
         sample = Sample(start, now - start, in_flight, dropped)
         floor = self.config.min_limit
         estimator = self._estimator
+        core = self._core
+        moved: list[int] = []
 
         def resize() -> int:  # runs under the slots' lock
             self._samples += 1
@@ -823,9 +830,18 @@ class AdaptiveConcurrency(SlotPolicy):
             rtt = sample.rtt
             self._latency = rtt if latency is None else latency + (rtt - latency) * _LATENCY_WEIGHT
             estimator.feed(sample, now)
-            return max(floor, int(estimator.current()))
+            slots = max(floor, int(estimator.current()))
+            if slots != core.max_concurrent:
+                moved.extend((core.max_concurrent, slots))
+            return slots
 
-        self._core.leave(resize)
+        core.leave(resize)
+        if moved and self._emitter.wants(ConcurrencyLimitChanged):
+            self._emitter.emit(
+                ConcurrencyLimitChanged(
+                    policy=self.name, kind=self.kind, at=now, old=moved[0], new=moved[1]
+                )
+            )
 
     def try_acquire(self) -> Permit | None:
         """Take a slot without waiting: a :class:`Permit` to report on, or ``None``

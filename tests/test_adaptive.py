@@ -5,6 +5,7 @@ slots, queue, rejections, cancellation, events and stats, through call and acall
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import threading
 import time
@@ -15,7 +16,12 @@ from _adaptive_sim import VirtualLoop, simulate
 import resilient as rs
 from resilient import AIMD, AdaptiveConcurrency, Gradient2, Vegas
 from resilient._adaptive import Sample
-from resilient.observability import CallFailed, CallRejected, CallSucceeded
+from resilient.observability import (
+    CallFailed,
+    CallRejected,
+    CallSucceeded,
+    ConcurrencyLimitChanged,
+)
 from resilient.testing import FakeClock, RecordingListener
 
 SERVERS = 20  # the simulated dependency serves 20 requests at once without queueing
@@ -548,3 +554,27 @@ def test_threads_hammering_one_limit_never_exceed_it_and_counts_add_up() -> None
     assert stats.admitted == stats.samples == sum(outcomes)
     assert stats.admitted + stats.rejected == 16 * 200
     assert stats.in_flight == 0
+
+
+def test_limit_changes_are_events_with_the_slots_before_and_after(clock: FakeClock) -> None:
+    """Every change of the whole number of slots is one ConcurrencyLimitChanged whose
+    ``old`` is the previous event's ``new``; a sample that moves nothing emits nothing."""
+    rec = RecordingListener()
+    limiter = rs.AdaptiveConcurrency(
+        "aimd", initial_limit=4, max_limit=8, clock=clock, listeners=[rec], name="pool"
+    )
+
+    def work() -> None:  # an overload signal: AIMD backs off once per round
+        clock.advance(0.01)
+        raise TimeoutError
+
+    seen = [limiter.limit]
+    for _ in range(60):
+        with pytest.raises(TimeoutError):
+            limiter.call(work)
+        if limiter.limit != seen[-1]:
+            seen.append(limiter.limit)
+    events = rec.of(ConcurrencyLimitChanged)
+    assert [(e.old, e.new) for e in events] == list(itertools.pairwise(seen))
+    assert len(events) >= 1
+    assert {(e.policy, e.kind) for e in events} == {("pool", "adaptive_concurrency")}

@@ -19,6 +19,7 @@ from resilient.observability import (
     CallRejected,
     CallSucceeded,
     CircuitStateChanged,
+    ConcurrencyLimitChanged,
     Event,
     set_listeners,
 )
@@ -101,6 +102,8 @@ def drive_traffic(run: Any, clock: FakeClock) -> None:
     emit(CallRejected(policy="db", kind="circuit_breaker", at=0, reason="circuit_open"))
     emit(CallRejected(policy="api", kind="rate_limit", at=0, reason="rate_limited", key="u1"))
     emit(BackendFailed(policy="api", kind="rate_limit", at=0, backend="redis", mode="local"))
+    emit(ConcurrencyLimitChanged(policy="pool", kind="adaptive_concurrency", at=0, old=20, new=23))
+    emit(ConcurrencyLimitChanged(policy="pool", kind="adaptive_concurrency", at=0, old=23, new=21))
 
 
 # -- Prometheus --------------------------------------------------------------------------------
@@ -121,6 +124,7 @@ def test_prometheus_exact_families_and_samples(run, clock):
         "resilient_circuit_transitions": "counter",
         "resilient_backend_errors": "counter",
         "resilient_backend_degraded": "gauge",
+        "resilient_concurrency_limit": "gauge",
     }
     samples = scrape(registry)
     assert samples["resilient_calls_total"] == {
@@ -143,6 +147,7 @@ def test_prometheus_exact_families_and_samples(run, clock):
     }
     assert samples["resilient_backend_errors_total"] == {labels(policy="api", mode="local"): 1.0}
     assert samples["resilient_backend_degraded"] == {labels(policy="api"): 1.0}
+    assert samples["resilient_concurrency_limit"] == {labels(policy="pool"): 21.0}
     # Both calls took 0.1 s of fake time (one backoff sleep each).
     success = labels(policy="payments", kind="retry", outcome="success")
     assert samples["resilient_call_duration_seconds_count"][success] == 1.0
@@ -387,6 +392,7 @@ def test_opentelemetry_instruments_read_back_through_the_sdk(run, clock):
         "resilient.backend.errors": "{error}",
         "resilient.circuit.state": "",
         "resilient.backend.degraded": "",
+        "resilient.concurrency.limit": "{slot}",
     }
     assert metrics["resilient.calls"]["points"] == {
         labels(policy="payments", kind="retry", outcome="success"): 1,
@@ -408,6 +414,7 @@ def test_opentelemetry_instruments_read_back_through_the_sdk(run, clock):
     }
     assert metrics["resilient.backend.errors"]["points"] == {labels(policy="api", mode="local"): 1}
     assert metrics["resilient.backend.degraded"]["points"] == {labels(policy="api"): 1}
+    assert metrics["resilient.concurrency.limit"]["points"] == {labels(policy="pool"): 21}
     histogram = metrics["resilient.call.duration"]["points"]
     success = histogram[labels(policy="payments", kind="retry", outcome="success")]
     assert (success.count, success.sum) == (1, pytest.approx(0.1))

@@ -20,6 +20,7 @@ __all__ = [
     "CallRejected",
     "CallSucceeded",
     "CircuitStateChanged",
+    "ConcurrencyLimitChanged",
     "Event",
     "RetryScheduled",
     "TimeoutExceeded",
@@ -139,6 +140,17 @@ class CircuitStateChanged(Event):
     old: Any
     new: Any
     why: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConcurrencyLimitChanged(Event):
+    """An adaptive concurrency limit moved from ``old`` to ``new`` slots (emitted when
+    the whole number of slots changes, not for every sample)."""
+
+    event_name: ClassVar[str] = "concurrency_limit_changed"
+
+    old: int
+    new: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -14,6 +14,7 @@ from ._events import (
     CallRejected,
     CallSucceeded,
     CircuitStateChanged,
+    ConcurrencyLimitChanged,
     Event,
     RetryScheduled,
     TimeoutExceeded,
@@ -29,6 +30,7 @@ DEFAULT_LEVELS: Mapping[type[Event], int] = {
     CallRejected: logging.INFO,
     TimeoutExceeded: logging.INFO,
     CircuitStateChanged: logging.WARNING,
+    ConcurrencyLimitChanged: logging.DEBUG,
     BackendFailed: logging.WARNING,
     BackendRecovered: logging.INFO,
 }
@@ -86,6 +88,8 @@ def describe(event: Event) -> tuple[str, tuple[Any, ...]]:
         )
     if isinstance(event, TimeoutExceeded):
         return f"{where}: exceeded its %.3fs budget", (*head, event.budget)
+    if isinstance(event, ConcurrencyLimitChanged):
+        return f"{where}: limit %d -> %d", (*head, event.old, event.new)
     if isinstance(event, BackendFailed):
         why = plain(event.error) if event.error is not None else "no error given"
         return (

@@ -26,6 +26,7 @@ from ._events import (
     CallRejected,
     CallSucceeded,
     CircuitStateChanged,
+    ConcurrencyLimitChanged,
     Event,
     RetryScheduled,
     TimeoutExceeded,
@@ -139,6 +140,8 @@ class MetricsListener:
         self.states: dict[tuple[str, str], str] = {}
         # policy -> 1 while its backend is failing, 0 once it recovered.
         self.degraded: dict[str, int] = {}
+        # policy -> the current slots of its adaptive concurrency limit.
+        self.limits: dict[str, int] = {}
         self._handlers: dict[type[Event], Callable[[Any], None]] = {
             CallSucceeded: self._on_succeeded,
             CallFailed: self._on_failed,
@@ -148,6 +151,7 @@ class MetricsListener:
             CircuitStateChanged: self._on_state,
             BackendFailed: self._on_backend_failed,
             BackendRecovered: self._on_backend_recovered,
+            ConcurrencyLimitChanged: self._on_limit,
         }
 
     # -- recording, implemented by each backend ------------------------------------
@@ -177,6 +181,9 @@ class MetricsListener:
 
     def _record_backend_degraded(self, policy: str, degraded: int) -> None:
         """Called under the listener's lock after ``degraded`` changed."""
+
+    def _record_limit(self, policy: str, limit: int) -> None:
+        """Called under the listener's lock after ``limits`` changed."""
 
     # -- dispatch ----------------------------------------------------------------
 
@@ -243,6 +250,11 @@ class MetricsListener:
         with self._lock:
             self.degraded[event.policy] = 0
             self._record_backend_degraded(event.policy, 0)
+
+    def _on_limit(self, event: ConcurrencyLimitChanged) -> None:
+        with self._lock:
+            self.limits[event.policy] = event.new
+            self._record_limit(event.policy, event.new)
 
 
 def _ignore(event: Event) -> None:

@@ -41,6 +41,7 @@ class OpenTelemetryListener(MetricsListener):
     ``resilient.circuit.transitions`` counter                policy, from_state, to_state
     ``resilient.backend.errors``      counter                policy, mode
     ``resilient.backend.degraded``    observable gauge       policy
+    ``resilient.concurrency.limit``   observable gauge       policy
     ================================  =====================  ================================
 
     Exported to Prometheus by OpenTelemetry's exporter, these become the same
@@ -126,6 +127,12 @@ class OpenTelemetryListener(MetricsListener):
             "",
             "1 while a policy's shared-state backend is failing, 0 once it recovered.",
         )
+        self.concurrency_limit = meter.create_observable_gauge(
+            f"{prefix}concurrency.limit",
+            [self._observe_limits],
+            "{slot}",
+            "The current slots of an adaptive concurrency limit.",
+        )
         # Attribute dicts cached by their values (bounded like the labels).
         self._attrs: dict[tuple[str, ...], dict[str, str]] = {}
 
@@ -182,6 +189,12 @@ class OpenTelemetryListener(MetricsListener):
             degraded = list(self.degraded.items())
         observation = self._observation
         return [observation(value, {"policy": policy}) for policy, value in degraded]
+
+    def _observe_limits(self, options: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            limits = list(self.limits.items())
+        observation = self._observation
+        return [observation(value, {"policy": policy}) for policy, value in limits]
 
     def __repr__(self) -> str:
         return f"OpenTelemetryListener(namespace={self.namespace!r}, per_key={self.per_key!r})"

@@ -33,6 +33,7 @@ class PrometheusListener(MetricsListener):
     ``resilient_circuit_transitions_total``   counter    policy, from_state, to_state
     ``resilient_backend_errors_total``        counter    policy, mode
     ``resilient_backend_degraded``            gauge      policy
+    ``resilient_concurrency_limit``           gauge      policy
     ========================================  =========  ===================================
 
     ``outcome`` is ``success``, ``failure`` or ``rejected``. ``circuit_state`` is a
@@ -145,6 +146,12 @@ class PrometheusListener(MetricsListener):
             "1 while a policy's shared-state backend is failing, 0 once it recovered.",
             ("policy",),
         )
+        self.concurrency_limit = make(
+            prom.Gauge,
+            "concurrency_limit",
+            "The current slots of an adaptive concurrency limit.",
+            ("policy",),
+        )
         # Label children cached by their label values (bounded like the labels).
         self._counters: dict[tuple[str, ...], Any] = {}
         self._histograms: dict[tuple[str, ...], Any] = {}
@@ -188,6 +195,9 @@ class PrometheusListener(MetricsListener):
 
     def _record_backend_degraded(self, policy: str, degraded: int) -> None:
         self.backend_degraded.labels(policy).set(degraded)
+
+    def _record_limit(self, policy: str, limit: int) -> None:
+        self.concurrency_limit.labels(policy).set(limit)
 
     def __repr__(self) -> str:
         return f"PrometheusListener(namespace={self.namespace!r}, per_key={self.per_key!r})"
