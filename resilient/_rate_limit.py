@@ -192,6 +192,7 @@ class _RateLimiter(PolicyBase):
         "_fast_decide",
         "_key",
         "_key_fn",
+        "_keyed",
         "_max_cost",
         "_max_wait",
         "_pin",
@@ -275,6 +276,10 @@ class _RateLimiter(PolicyBase):
         self._admit: Callable[[str, int, float], float] = (
             self._table.admit if self._table is not None else self._store_admit
         )
+        # A str key in memory: one call decides (and reports a refusal to listeners).
+        self._keyed: Callable[[str, int], Decision] | None = (
+            None if self._table is None else self._table.keyed_decider(self._prefix, self._rejected)
+        )
 
     # -- keys and costs
 
@@ -318,8 +323,10 @@ class _RateLimiter(PolicyBase):
         Raises:
             ConfigError: *cost* is out of range (a ``ValueError``).
         """
-        if cost != 1:
+        if cost != 1 or type(cost) is not int:
             self._checked_cost(cost)
+        if type(key) is str and self._keyed is not None:
+            return self._keyed(key, cost)  # listeners hear of a refusal from inside
         if key is None and self._fast_decide is not None:
             result = self._fast_decide(cost)
         elif self._table is not None:
@@ -506,6 +513,11 @@ class _RateLimiter(PolicyBase):
             self._release(skey, cost, wait_left)
 
     # -- events
+
+    def _rejected(self, key: Hashable, retry_after: float) -> None:
+        """A refusal by ``try_acquire``: tell the listeners, if any."""
+        if self._emitter.observed:
+            self._emit_rejected(key, retry_after)
 
     def _emit_rejected(self, key: Hashable, retry_after: float) -> None:
         self._emitter.emit(

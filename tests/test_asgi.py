@@ -261,6 +261,16 @@ async def test_key_callables_by_object_and_by_import_path(clock):
         assert (await call(mw, http_scope(headers=[(b"x-tenant", b"other")]))).status == 200
 
 
+async def test_a_key_callable_may_return_any_hashable(clock):
+    """Keys that are not str (the in-memory one-call path takes str only) still count."""
+    mw = ResilienceMiddleware(
+        Hello(), rs.TokenBucket("1/min", clock=clock), key=lambda scope: len(scope["path"])
+    )
+    assert (await call(mw, http_scope("/a"))).status == 200
+    assert (await call(mw, http_scope("/b"))).status == 429  # the same length: one key
+    assert (await call(mw, http_scope("/ab"))).status == 200
+
+
 async def test_a_limiters_own_key_callable_receives_the_scope(clock):
     limiter = rs.TokenBucket("1/min", key=lambda scope: scope["path"], clock=clock)
     mw = ResilienceMiddleware(Hello(), limiter)

@@ -234,3 +234,53 @@ def test_unknown_schemes_and_registration():
     for bad_scheme, factory in (("", "x:y"), ("a://", "x:y"), ("ok", "no-colon")):
         with pytest.raises(ConfigError):
             register_store(bad_scheme, factory)
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        pytest.param(BUCKET, id="token-bucket"),
+        pytest.param(
+            (Limit(algorithm="token_bucket", amount=2, period=1.0, initial=0),), id="initial"
+        ),
+        pytest.param(LOG, id="sliding-log"),
+        pytest.param((Limit(algorithm="fixed_window", amount=2, period=1.0),), id="fixed"),
+        pytest.param((Limit(algorithm="sliding_counter", amount=2, period=1.0),), id="counter"),
+        pytest.param((*LOG, *BUCKET), id="several"),
+    ],
+)
+def test_keyed_decider_answers_like_decide(clock, limits):
+    """The keyed decider (one call for a key already in the map) decides exactly like
+    the locked general path: new keys, hits, refusals, expiry and eviction alike."""
+    mine = MemoryStore(clock=clock, max_keys=3).table(limits)
+    theirs = MemoryStore(clock=clock, max_keys=3).table(limits)
+    decide = mine.keyed_decider("p:")
+    steps = ["a", "a", "b", "a", "c", "d", "a", "a", "b", "b", "b", "e", "a"]
+    for step, key in enumerate(steps * 3):
+        cost = 2 if step % 7 == 3 else 1
+        assert decide(key, cost) == theirs.decide("p:" + key, cost, 0.0), (step, key)
+        assert list(mine.keys) == list(theirs.keys)
+        clock.advance((0.0, 0.1, 0.4, 2.5)[step % 4])
+    assert mine.keys.expirations == theirs.keys.expirations
+    assert mine.keys.evictions == theirs.keys.evictions
+
+
+def test_keyed_decider_reports_refusals_after_the_lock(clock):
+    """on_refused hears the key without its prefix and the retry_after, lock released;
+    a pinned key is decided on its pinned entry."""
+    table = MemoryStore(clock=clock).table(BUCKET)
+    heard: list[tuple[str, float, bool]] = []
+
+    def on_refused(key: str, retry_after: float) -> None:
+        heard.append((key, retry_after, table._lock.locked()))
+
+    decide = table.keyed_decider("p:", on_refused)
+    assert decide("k", 2).allowed  # new key: the general path
+    refused = decide("k", 1)  # in the map: the one-call path
+    assert refused == Decision(False, 1.0, 0, 2, 2.0)
+    pin = table.pin("p:fixed")
+    assert decide("fixed", 2).allowed
+    assert pin.value is not None
+    assert "p:fixed" not in table.keys
+    assert not decide("fixed", 1).allowed
+    assert heard == [("k", 1.0, False), ("fixed", 1.0, False)]

@@ -113,6 +113,9 @@ def test_cost_above_the_burst_is_a_clear_error(run, clock):
         asyncio.run(limiter.atry_acquire(cost=0))
     with pytest.raises(ConfigError):
         SlidingWindow("2/s;10/min", clock=clock).try_acquire(cost=3)
+    for bad in (True, 1.0, 6):  # a str key takes the one-call path: checked all the same
+        with pytest.raises(ConfigError, match="cost"):
+            limiter.try_acquire("user", bad)  # type: ignore[arg-type]
 
 
 def test_initial_fill(run, clock):

@@ -213,6 +213,19 @@ class _Table:
             return _single_decider(self, entry)
         return functools.partial(self._decide_pinned, entry, max_wait=0.0)
 
+    def keyed_decider(
+        self, prefix: str = "", on_refused: Callable[[str, float], None] | None = None
+    ) -> Callable[[str, int], Decision]:
+        """``decide(key, cost) -> Decision`` (never booking), equal to
+        ``decide(prefix + key, cost, 0.0)``; the cost is checked by the caller.
+
+        *on_refused*: called with *key* (without the prefix) and the ``retry_after``
+        of a refusal, after the lock is released. A key already in the map (the
+        common case under load) is decided in one call; anything else (a new or
+        expired key, a pinned key, several limits) takes :meth:`decide`.
+        """
+        return _keyed_decider(self, prefix, on_refused)
+
     def _admit_pinned(self, entry: Entry[Any], cost: int, max_wait: float) -> float:
         now = self._now()
         with self._lock:
@@ -364,6 +377,76 @@ def _single_decider(table: _Table, entry: Entry[Any]) -> Callable[[int], Decisio
         made.limit = capacity
         made.reset_after = reset_after
         made.__class__ = Decision
+        return made  # type: ignore[no-any-return]
+
+    return decide
+
+
+def _keyed_decider(
+    table: _Table, prefix: str, on_refused: Callable[[str, float], None] | None
+) -> Callable[[str, int], Decision]:
+    slow = table.decide
+    if not table._single:
+
+        def decide_any(key: str, cost: int) -> Decision:
+            made = slow(prefix + key, cost, 0.0)
+            if on_refused is not None and not made.allowed:
+                on_refused(key, made.retry_after)
+            return made
+
+        return decide_any
+
+    limit = table._limit
+    capacity = limit.capacity
+    horizon = table._horizon
+    check = table._check
+    status = table._status
+    now_fn = table._now
+    acquire = table._lock.acquire
+    release = table._lock.release
+    data = table._data
+    get = data.get
+    move_to_end = data.move_to_end
+    new = object.__new__
+    builder = _DecisionBuilder
+
+    def decide(key: str, cost: int) -> Decision:
+        skey = prefix + key
+        now = now_fn()
+        acquire()
+        try:
+            entry = get(skey)
+            if entry is None or now >= entry.expires_at:
+                at = None  # not in the map, or expired: the general path, below
+            else:
+                move_to_end(skey)
+                at, state = check(limit, entry.value, now, cost, True)
+                entry.value = state  # consumed, or only normalised when refused
+                if at <= now:
+                    entry.expires_at = now + horizon
+                remaining, reset_after = status(limit, state, now)
+        finally:
+            release()
+        if at is None:
+            made: Any = slow(skey, cost, 0.0)
+            if on_refused is not None and not made.allowed:
+                on_refused(key, made.retry_after)
+            return made  # type: ignore[no-any-return]
+        made = new(builder)  # resilient._algorithms.decision(), inlined
+        made.remaining = remaining
+        made.limit = capacity
+        made.reset_after = reset_after
+        if at <= now:
+            made.allowed = True
+            made.retry_after = 0.0
+            made.__class__ = Decision
+            return made  # type: ignore[no-any-return]
+        wait = at - now
+        made.allowed = False
+        made.retry_after = wait if now + wait >= at else wait_until(now, at)
+        made.__class__ = Decision
+        if on_refused is not None:
+            on_refused(key, made.retry_after)
         return made  # type: ignore[no-any-return]
 
     return decide

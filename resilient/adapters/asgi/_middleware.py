@@ -340,7 +340,11 @@ class ResilienceMiddleware:
                 key = "ip:" + host if host and ":" not in host else self._key(plan, scope)
             else:
                 key = self._key(plan, scope) if plan.needs_key else None
-            decision = single.limiter.try_acquire(key, single.cost)
+            keyed = single.keyed
+            if keyed is not None and type(key) is str:
+                decision = keyed(key, single.cost)  # try_acquire(key, cost), one call
+            else:
+                decision = single.limiter.try_acquire(key, single.cost)
             if not decision.allowed:
                 await self._too_many(send, [(single, decision)], http=True)
                 return

@@ -127,7 +127,7 @@ class LimiterSlot:
     scope. A limiter without a key is counted per the route's key.
     """
 
-    __slots__ = ("cost", "cost_fn", "fixed", "headers", "key_fn", "limiter", "local")
+    __slots__ = ("cost", "cost_fn", "fixed", "headers", "key_fn", "keyed", "limiter", "local")
 
     def __init__(self, limiter: Any) -> None:
         self.limiter = limiter
@@ -140,6 +140,10 @@ class LimiterSlot:
         self.headers = LimitHeaders(limiter.name, limiter.limits)
         self.local = isinstance(getattr(limiter, "store", None), MemoryStore)
         """In memory: decided by the sync ``try_acquire`` (no I/O, no coroutine)."""
+        self.keyed: Callable[[str, int], Any] | None = (
+            getattr(limiter, "_keyed", None) if self.local else None
+        )
+        """In memory: ``try_acquire(key, cost)`` for a ``str`` key, in one call."""
 
     @property
     def own_key(self) -> bool:
