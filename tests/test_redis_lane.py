@@ -303,3 +303,65 @@ def test_error_replies_are_redis_py_exceptions(line, kind, message):
     error, _ = _parse(b"-" + line.encode() + b"\r\n", 0)
     assert type(error) is kind
     assert str(error).startswith(message)
+
+
+ROUNDS = 200
+
+
+def _child_decisions(url: str, flavour: str, go: Any, out: Any) -> None:
+    """In a forked child: decisions on the parent's store (key "seven")."""
+    try:
+        go.wait(30)
+        if flavour == "sync":
+            made = [_STORES[url].try_acquire("seven", SEVEN) for _ in range(ROUNDS)]
+        else:
+            store = _STORES[url]
+
+            async def decide() -> list[Any]:
+                return [await store.atry_acquire("seven", SEVEN) for _ in range(ROUNDS)]
+
+            made = asyncio.run(decide())
+        out.put([(d.allowed, d.limit) for d in made])
+    except BaseException as exc:  # reported to the parent
+        out.put(repr(exc))
+
+
+_STORES: dict[str, Any] = {}
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_forked_child_never_shares_its_parents_connections(redis_url, flavour):
+    """A store used before a fork (a pre-forking server loading the app first): parent
+    and child decide at once, each on connections of its own, each reading its replies."""
+    import multiprocessing
+
+    url = f"{redis_url}?prefix={unique_prefix()}"
+    store = RedisStore(url, timeout=5.0)
+    _STORES[url] = store
+    loop = asyncio.new_event_loop()
+    try:
+        if flavour == "sync":
+            assert store.try_acquire("three", THREE).limit == 3  # a connection is cached
+        else:
+            assert loop.run_until_complete(store.atry_acquire("three", THREE)).limit == 3
+        context = multiprocessing.get_context("fork")
+        out, go = context.Queue(), context.Event()
+        child = context.Process(target=_child_decisions, args=(url, flavour, go, out))
+        child.start()
+        go.set()  # both decide at once
+        if flavour == "sync":
+            mine = [store.try_acquire("three", THREE) for _ in range(ROUNDS)]
+        else:
+            mine = [
+                loop.run_until_complete(store.atry_acquire("three", THREE)) for _ in range(ROUNDS)
+            ]
+        theirs = out.get(timeout=30)
+        child.join(30)
+        assert [(d.allowed, d.limit) for d in mine] == [(True, 3)] * 2 + [(False, 3)] * (ROUNDS - 2)
+        assert theirs == [(True, 7)] * 7 + [(False, 7)] * (ROUNDS - 7)
+    finally:
+        if flavour == "async":
+            loop.run_until_complete(store.aclose())
+        loop.close()
+        store.close()
+        del _STORES[url]

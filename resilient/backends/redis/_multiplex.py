@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -211,15 +212,18 @@ class _Connection(asyncio.Protocol):
 class AsyncMultiplexLane:
     """Runs scripts on one multiplexed connection of the running loop (see the module)."""
 
-    __slots__ = ("_connecting", "_connection", "_options")
+    __slots__ = ("_connecting", "_connection", "_options", "_pid")
 
     def __init__(self, options: dict[str, Any]) -> None:
         self._options = options
         self._connection: _Connection | None = None
         self._connecting: asyncio.Future[_Connection] | None = None
+        self._pid = os.getpid()
 
     async def run(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """See ``run_script``: one ``EVALSHA``, or ``EVAL`` once after ``NOSCRIPT``."""
+        if self._pid != os.getpid():  # a forked child never uses its parent's socket
+            self._connection, self._connecting, self._pid = None, None, os.getpid()
         connection = self._connection
         if connection is None or connection.closed:
             connection = await self._connect()

@@ -14,6 +14,7 @@ Two ways, one behaviour:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,14 +61,16 @@ class AsyncLane:
     that fails (timeout, reset, cancellation) is closed by redis-py before the error
     is raised and reconnects on its next use, so a reply that came too late can
     never be read as another call's. Closing the client closes these connections
-    too (the pool still counts them as in use).
+    too (the pool still counts them as in use). A process forked after the lane was
+    used starts with no connections of its parent's.
     """
 
-    __slots__ = ("_idle", "_pool")
+    __slots__ = ("_idle", "_pid", "_pool")
 
     def __init__(self, client: Any) -> None:
         self._pool = client.connection_pool
         self._idle: list[Any] = []
+        self._pid = os.getpid()
 
     async def run(self, script: Script, keys: Sequence[str], args: Sequence[bytes]) -> Any:
         """See :func:`run_script`."""
@@ -77,6 +80,11 @@ class AsyncLane:
             return await self._call(pack_command(b"EVAL", script.text, len(keys), *keys, *args))
 
     async def _call(self, command: bytes) -> Any:
+        if self._pid != os.getpid():
+            # A forked child must not share its parent's sockets: forget them (the
+            # pool, which checks the pid too, gives this process connections of its own).
+            self._idle = []
+            self._pid = os.getpid()
         idle = self._idle
         try:
             connection = idle.pop()
