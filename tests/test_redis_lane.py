@@ -365,3 +365,41 @@ def test_a_forked_child_never_shares_its_parents_connections(redis_url, flavour)
         loop.close()
         store.close()
         del _STORES[url]
+
+
+@pytest.mark.parametrize("flavour", ["sync", *(f"async-{name}" for name in ASYNC_LANES)])
+def test_a_connection_the_server_closed_while_idle_reconnects(own_redis, flavour):
+    """Redis (or a proxy) closes the lane's idle connections: the next decision opens a
+    new one and is decided, with no BackendError and Redis still seen as up."""
+    query = ASYNC_LANES.get(flavour.removeprefix("async-"), "")
+    store: Any = (RedisStore if flavour == "sync" else AsyncRedisStore)(
+        own_redis.url + query, timeout=5.0
+    )
+    admin = redis.Redis.from_url(own_redis.url)
+    loop = asyncio.new_event_loop()
+
+    def decide(key: str, limits: Any) -> Any:
+        if flavour == "sync":
+            return store.try_acquire(key, limits)
+        return loop.run_until_complete(store.atry_acquire(key, limits))
+
+    async def settle() -> None:  # let the loop see the connection close
+        for _ in range(50):
+            await asyncio.sleep(0)
+
+    try:
+        assert decide("three", THREE).limit == 3
+        killed = admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+        assert killed >= 1
+        if flavour != "sync":
+            loop.run_until_complete(settle())
+        made = decide("seven", SEVEN)
+        assert (made.allowed, made.limit, made.remaining) == (True, 7, 6)
+        assert store.health.up
+    finally:
+        if flavour == "sync":
+            store.close()
+        else:
+            loop.run_until_complete(store.aclose())
+        loop.close()
+        admin.close()

@@ -19,7 +19,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisError
 
 from .._scripts import Script, pack_command
 
@@ -53,17 +53,30 @@ class ClientRunner:
         return run_script(self.client, script, keys, args)
 
 
+def _refresh(connection: Any) -> None:
+    """Drop an idle connection that the server (or a proxy) closed, or that holds an
+    unread reply: the next command reconnects (as the client's pool would do on checkout)."""
+    try:
+        stale = connection.can_read()
+    except (RedisError, OSError):
+        stale = True
+    if stale:
+        connection.disconnect()
+
+
 class Lane:
     """Runs scripts on connections taken from a (single-server) client's pool and kept.
 
     A call takes an idle connection (or checks a new one out of the pool, which
     connects it, authenticates and selects the database as for any command), sends
-    one packed command, reads one reply and puts the connection back. A connection
-    that fails (timeout, reset, cancellation) is closed by redis-py before the error
-    is raised and reconnects on its next use, so a reply that came too late can
-    never be read as another call's. Closing the client closes these connections
-    too (the pool still counts them as in use). A process forked after the lane was
-    used starts with no connections of its parent's.
+    one packed command, reads one reply and puts the connection back. An idle
+    connection is checked first (one poll of its socket): one the server closed
+    meanwhile reconnects rather than failing the call. A connection that fails
+    (timeout, reset, cancellation) is closed by redis-py before the error is raised
+    and reconnects on its next use, so a reply that came too late can never be read
+    as another call's. Closing the client closes these connections too (the pool
+    still counts them as in use). A process forked after the lane was used starts
+    with no connections of its parent's.
     """
 
     __slots__ = ("_idle", "_pid", "_pool")
@@ -91,6 +104,8 @@ class Lane:
             connection = idle.pop()
         except IndexError:
             connection = self._pool.get_connection()
+        else:
+            _refresh(connection)
         try:
             connection.send_packed_command([command], check_health=False)
             return connection.read_response()
