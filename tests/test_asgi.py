@@ -167,6 +167,8 @@ async def test_legacy_headers_are_opt_in_and_the_ietf_fields_can_be_off(clock):
 async def test_policy_names_are_quoted_as_structured_field_strings(clock):
     mw = ResilienceMiddleware(Hello(), rs.TokenBucket("1/s", name='we"ird\\', clock=clock))
     assert (await call(mw, http_scope())).headers["ratelimit-policy"] == ('"we\\"ird\\\\";q=1;w=1')
+    percent = ResilienceMiddleware(Hello(), rs.TokenBucket("2/s", name="a%d%b", clock=clock))
+    assert (await call(percent, http_scope())).headers["ratelimit"] == '"a%d%b";r=1;t=1'
 
 
 # -- keys --------------------------------------------------------------------------------------

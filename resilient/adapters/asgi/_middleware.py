@@ -272,6 +272,25 @@ class ResilienceMiddleware:
             from resilient.dashboard._mount import middleware_dashboard
 
             self._dashboard = middleware_dashboard(self, dashboard, dashboard_auth)
+        self._hot = self._hot_path()
+
+    def _hot_path(self) -> tuple[Callable[[str, int], Decision], int, LimiterSlot] | None:
+        """What the commonest setup needs per request, or ``None`` when it is another.
+
+        That setup: one plan for every request (no routes, no registry, no
+        dashboard), one in-memory rate limiter counting per client address (read
+        from the connection: no trusted proxies), no other policy, and the IETF
+        fields or none at all.
+        """
+        plan = self._default
+        if self._dynamic or self._dashboard is not None or plan is None or not self._direct:
+            return None
+        single = plan.single
+        if single is None or single.keyed is None or not plan.by_address or plan.guard:
+            return None
+        if self._legacy:
+            return None
+        return (single.keyed, single.cost, single)
 
     def _build(self, routes: Iterable[Route | Mapping[str, Any]] | None) -> RouteTable:
         route_list = [as_route(item) for item in (routes or ())]
@@ -315,6 +334,22 @@ class ResilienceMiddleware:
     # -- the ASGI entry point --------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        hot = self._hot
+        if hot is not None and scope["type"] == "http":  # see _hot_path()
+            peer = scope.get("client")
+            host: str | None = peer[0] if peer else None
+            if host and ":" not in host:  # IPv4 (IPv6 is counted per prefix: below)
+                keyed, cost, slot = hot
+                decision = keyed("ip:" + host, cost)
+                if not decision.allowed:
+                    await self._too_many(send, [(slot, decision)], http=True)
+                elif self._headers:
+                    fields = slot.headers
+                    state = fields.state_field(decision)
+                    await self.app(scope, receive, _adding_two(send, fields.policy_field, state))
+                else:
+                    await self.app(scope, receive, send)
+                return
         kind = scope["type"]
         if kind != "http":
             if kind == "websocket" and self._websocket:
@@ -336,20 +371,25 @@ class ResilienceMiddleware:
             key: str | None
             if plan.by_address and self._direct:
                 peer = scope.get("client")
-                host: str | None = peer[0] if peer else None
+                host = peer[0] if peer else None
                 key = "ip:" + host if host and ":" not in host else self._key(plan, scope)
             else:
                 key = self._key(plan, scope) if plan.needs_key else None
-            keyed = single.keyed
-            if keyed is not None and type(key) is str:
-                decision = keyed(key, single.cost)  # try_acquire(key, cost), one call
+            one_call = single.keyed
+            if one_call is not None and type(key) is str:
+                decision = one_call(key, single.cost)  # try_acquire(key, cost), one call
             else:
                 decision = single.limiter.try_acquire(key, single.cost)
             if not decision.allowed:
                 await self._too_many(send, [(single, decision)], http=True)
                 return
             if self._plain:
-                extra = [single.headers.policy_field, single.headers.state_field(decision)]
+                fields = single.headers
+                if plan.guard is None:  # the hot path: two fields added to the app's start
+                    state = fields.state_field(decision)
+                    await self.app(scope, receive, _adding_two(send, fields.policy_field, state))
+                    return
+                extra = [fields.policy_field, fields.state_field(decision)]
             elif self._collect:
                 extra = self._fields([(single, decision)], None)
         elif plan.limiters:
@@ -526,6 +566,19 @@ def _adding(send: Send, extra: Headers) -> Send:
     def send_adding(message: Message) -> Awaitable[None]:
         if message["type"] == _START:
             message = {**message, "headers": [*message.get("headers", ()), *extra]}
+        return send(message)
+
+    return send_adding
+
+
+def _adding_two(
+    send: Send, first: tuple[bytes, bytes], second: tuple[bytes, bytes], start: str = _START
+) -> Send:
+    """``_adding(send, [first, second])`` for the hot path, without the list."""
+
+    def send_adding(message: Message) -> Awaitable[None]:
+        if message["type"] == start:
+            message = {**message, "headers": [*message.get("headers", ()), first, second]}
         return send(message)
 
     return send_adding

@@ -16,6 +16,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
+from resilient._algorithms import Decision
 from resilient._errors import ConfigError
 from resilient._fallback import Fallback
 from resilient._pipeline import Pipeline, Policy
@@ -140,7 +141,7 @@ class LimiterSlot:
         self.headers = LimitHeaders(limiter.name, limiter.limits)
         self.local = isinstance(getattr(limiter, "store", None), MemoryStore)
         """In memory: decided by the sync ``try_acquire`` (no I/O, no coroutine)."""
-        self.keyed: Callable[[str, int], Any] | None = (
+        self.keyed: Callable[[str, int], Decision] | None = (
             getattr(limiter, "_keyed", None) if self.local else None
         )
         """In memory: ``try_acquire(key, cost)`` for a ``str`` key, in one call."""

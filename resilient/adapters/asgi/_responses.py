@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from math import ceil
 from typing import Any, Final
 
 from resilient._algorithms import Decision, Limit
@@ -76,6 +77,7 @@ class LimitHeaders:
 
     __slots__ = (
         "_by_capacity",
+        "_format",
         "_items",
         "_prefix",
         "_single",
@@ -105,6 +107,7 @@ class LimitHeaders:
         self._by_capacity = by_capacity
         self._single = items[0] if len(items) == 1 else None
         self._prefix = (items[0] + ";r=").encode() if len(items) == 1 else b""
+        self._format = self._prefix.replace(b"%", b"%%") + b"%d;t=%d"
         self.policy_field = (b"ratelimit-policy", self.policy)
 
     def which(self, decision: Decision) -> int:
@@ -126,8 +129,8 @@ class LimitHeaders:
         """``(b"ratelimit", value)`` for an admitted *decision* (the hot path)."""
         reset = decision.reset_after
         remaining = decision.remaining
-        if self._prefix and 0 < reset < _LARGE and remaining >= 0:
-            return (b"ratelimit", b"%b%d;t=%d" % (self._prefix, remaining, math.ceil(reset)))
+        if self._prefix and 0 < reset < 2147483648.0 and remaining >= 0:  # _LARGE
+            return (b"ratelimit", self._format % (remaining, ceil(reset)))
         return (b"ratelimit", self.state(decision, None))
 
     def violated(self, decision: Decision) -> str:
