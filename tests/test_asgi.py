@@ -180,6 +180,10 @@ async def test_each_client_address_has_its_own_limit(clock):
     assert (await call(mw, http_scope(client=("192.0.2.1", 2)))).status == 429  # same host
     assert (await call(mw, http_scope(client=("192.0.2.2", 1)))).status == 200
     assert (await call(mw, http_scope(client=None))).status == 200  # unknown clients share one
+    assert (await call(mw, http_scope(client=None))).status == 429
+    assert (await call(mw, http_scope(client=("2001:db8:1:2::9", 1)))).status == 200
+    assert (await call(mw, http_scope(client=("2001:db8:1:2::7", 1)))).status == 429  # same /64
+    assert (await call(mw, http_scope(client=("2001:db8:1:3::9", 1)))).status == 200
 
 
 async def test_a_global_limit_is_asked_for_explicitly(clock):
@@ -261,6 +265,24 @@ async def test_key_callables_by_object_and_by_import_path(clock):
         assert (await call(mw, acme)).status == 200
         assert (await call(mw, {**acme, "client": ("192.0.2.50", 1)})).status == 429
         assert (await call(mw, http_scope(headers=[(b"x-tenant", b"other")]))).status == 200
+
+
+@pytest.mark.parametrize("routed", [False, True], ids=["hot-path", "routed"])
+async def test_the_apps_own_start_message_is_never_changed(clock, routed):
+    """The fields are added to a copy: an app that sends the same message (and header
+    list) every time sends exactly its own fields plus the two, every time."""
+    app = Hello(headers=[(b"content-type", b"text/plain")])
+    limiter = rs.TokenBucket("5/s", name="api", clock=clock)
+    routes = [Route(limiter, path="/*")] if routed else None
+    mw = ResilienceMiddleware(app, *([] if routed else [limiter]), routes=routes)
+    for remaining in (4, 3):
+        exchange = await call(mw, http_scope())
+        assert exchange.start["headers"] == [
+            (b"content-type", b"text/plain"),
+            (b"ratelimit-policy", b'"api";q=5;w=1'),
+            (b"ratelimit", b'"api";r=%d;t=1' % remaining),
+        ]
+    assert app.headers == [(b"content-type", b"text/plain")]
 
 
 async def test_a_key_callable_may_return_any_hashable(clock):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Container, Iterable, Mapping, Sequence
+from functools import partial
 from typing import Any, Final, Literal
 
 from resilient._algorithms import Decision
@@ -346,7 +347,8 @@ class ResilienceMiddleware:
                 elif self._headers:
                     fields = slot.headers
                     state = fields.state_field(decision)
-                    await self.app(scope, receive, _adding_two(send, fields.policy_field, state))
+                    adding = partial(_send_adding_two, send, fields.policy_field, state)
+                    await self.app(scope, receive, adding)
                 else:
                     await self.app(scope, receive, send)
                 return
@@ -387,7 +389,8 @@ class ResilienceMiddleware:
                 fields = single.headers
                 if plan.guard is None:  # the hot path: two fields added to the app's start
                     state = fields.state_field(decision)
-                    await self.app(scope, receive, _adding_two(send, fields.policy_field, state))
+                    adding = partial(_send_adding_two, send, fields.policy_field, state)
+                    await self.app(scope, receive, adding)
                     return
                 extra = [fields.policy_field, fields.state_field(decision)]
             elif self._collect:
@@ -571,17 +574,16 @@ def _adding(send: Send, extra: Headers) -> Send:
     return send_adding
 
 
-def _adding_two(
-    send: Send, first: tuple[bytes, bytes], second: tuple[bytes, bytes], start: str = _START
-) -> Send:
-    """``_adding(send, [first, second])`` for the hot path, without the list."""
-
-    def send_adding(message: Message) -> Awaitable[None]:
-        if message["type"] == start:
-            message = {**message, "headers": [*message.get("headers", ()), first, second]}
-        return send(message)
-
-    return send_adding
+def _send_adding_two(
+    send: Send, first: tuple[bytes, bytes], second: tuple[bytes, bytes], message: Message
+) -> Awaitable[None]:
+    """*send*, adding two header fields to the response start (bound with ``partial``:
+    cheaper per request than a closure)."""
+    if message["type"] == _START:
+        started = dict(message)  # the app's own message and list stay as they were
+        started["headers"] = [*message.get("headers", ()), first, second]
+        return send(started)
+    return send(message)
 
 
 async def _discard(message: Message) -> None:
