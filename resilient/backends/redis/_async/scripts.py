@@ -20,6 +20,7 @@ from typing import Any
 
 from redis.exceptions import NoScriptError, RedisError
 
+from ...._clock import SYSTEM_CLOCK
 from .._scripts import Script, pack_command
 
 __all__ = ["AsyncClientRunner", "AsyncLane", "run_script"]
@@ -52,6 +53,13 @@ class AsyncClientRunner:
         return await run_script(self.client, script, keys, args)
 
 
+IDLE_CHECK = 0.05
+"""Seconds a lane's connection may sit idle before its next use checks it first (a
+connection in steady use is not polled on every call)."""
+
+_monotonic = SYSTEM_CLOCK.monotonic
+
+
 async def _refresh(connection: Any) -> None:
     """Drop an idle connection that the server (or a proxy) closed, or that holds an
     unread reply: the next command reconnects (as the client's pool would do on checkout)."""
@@ -68,21 +76,21 @@ class AsyncLane:
 
     A call takes an idle connection (or checks a new one out of the pool, which
     connects it, authenticates and selects the database as for any command), sends
-    one packed command, reads one reply and puts the connection back. An idle
-    connection is checked first (one poll of its socket): one the server closed
-    meanwhile reconnects rather than failing the call. A connection that fails
-    (timeout, reset, cancellation) is closed by redis-py before the error is raised
-    and reconnects on its next use, so a reply that came too late can never be read
-    as another call's. Closing the client closes these connections too (the pool
-    still counts them as in use). A process forked after the lane was used starts
-    with no connections of its parent's.
+    one packed command, reads one reply and puts the connection back. A connection
+    idle for more than :data:`IDLE_CHECK` is checked first (one poll of its socket):
+    one the server or a proxy closed meanwhile reconnects rather than failing the call.
+    A connection that fails (timeout, reset, cancellation) is closed by redis-py before
+    the error is raised and reconnects on its next use, so a reply that came too late
+    can never be read as another call's. Closing the client closes these connections
+    too (the pool still counts them as in use). A process forked after the lane was
+    used starts with no connections of its parent's.
     """
 
     __slots__ = ("_idle", "_pid", "_pool")
 
     def __init__(self, client: Any) -> None:
         self._pool = client.connection_pool
-        self._idle: list[Any] = []
+        self._idle: list[tuple[Any, float]] = []  # (connection, when last used)
         self._pid = os.getpid()
 
     async def run(self, script: Script, keys: Sequence[str], args: Sequence[bytes]) -> Any:
@@ -99,14 +107,16 @@ class AsyncLane:
             self._idle = []
             self._pid = os.getpid()
         idle = self._idle
+        now = _monotonic()
         try:
-            connection = idle.pop()
+            connection, since = idle.pop()
         except IndexError:
             connection = await self._pool.get_connection()
         else:
-            await _refresh(connection)
+            if now - since > IDLE_CHECK:
+                await _refresh(connection)
         try:
             await connection.send_packed_command([command], check_health=False)
             return await connection.read_response()
         finally:
-            idle.append(connection)
+            idle.append((connection, now))
