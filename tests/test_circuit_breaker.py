@@ -860,25 +860,35 @@ def test_window_size_is_bounded_so_a_typo_cannot_exhaust_memory():
 # -- the decorators' inlined OPEN refusal --------------------------------------------------------
 
 
-def _decorated(flavour: str, cb: rs.CircuitBreaker) -> Any:
-    """A zero-argument caller of a function decorated by *cb* (sync, or async on a fresh
-    loop), recording whether the function ran."""
-    ran: list[int] = []
-    if flavour == "sync":
-        fn = cb(lambda: ran.append(1))
-        return fn, ran
+FLAVOURS = ["decorated", "decorated-async", "call", "acall"]
 
-    @cb
+
+def _decorated(flavour: str, cb: rs.CircuitBreaker) -> Any:
+    """A zero-argument caller of a function through *cb* (decorated sync or async, or
+    through ``call`` / ``acall``; async ones on a fresh loop), recording whether it ran."""
+    ran: list[int] = []
+
+    def fn() -> None:
+        ran.append(1)
+
     async def afn() -> None:
         ran.append(1)
 
-    return (lambda: asyncio.run(afn())), ran
+    if flavour == "decorated":
+        return cb(fn), ran
+    if flavour == "call":
+        return (lambda: cb.call(fn)), ran
+    if flavour == "acall":
+        return (lambda: asyncio.run(cb.acall(afn))), ran
+    decorated = cb(afn)
+    return (lambda: asyncio.run(decorated())), ran
 
 
-@pytest.mark.parametrize("flavour", ["sync", "async"])
-def test_decorated_open_refusal_counts_emits_and_logs(flavour, clock, caplog):
-    """The decorators refuse an OPEN call without the lock, with the same error, count,
-    event and log line as ``call``; a log level raised between two refusals is seen."""
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_open_refusal_counts_emits_and_logs(flavour, clock, caplog):
+    """An OPEN call is refused without the lock (inlined in the decorators, in ``_admit``
+    for call/acall), with its error, count, event and log line; a log level raised
+    between two refusals is seen (logging's level cache is cleared)."""
     listener = RecordingListener()
     cb = breaker(clock, consecutive_failures=1, open_for=10.0)
     with pytest.raises(OSError):
@@ -908,10 +918,10 @@ def test_decorated_open_refusal_counts_emits_and_logs(flavour, clock, caplog):
     assert ran == [1]
 
 
-@pytest.mark.parametrize("flavour", ["sync", "async"])
-def test_decorated_observe_only_runs_every_call(flavour, clock):
-    """observe_only turns the decorators' inlined refusal off: the call runs, counted as
-    a would-be rejection."""
+@pytest.mark.parametrize("flavour", FLAVOURS)
+def test_observe_only_refuses_nothing_on_any_path(flavour, clock):
+    """observe_only turns the lock-free refusal off: the call runs, counted as a
+    would-be rejection."""
     listener = RecordingListener()
     cb = breaker(clock, consecutive_failures=1, observe_only=True, listeners=[listener])
     with pytest.raises(OSError):
