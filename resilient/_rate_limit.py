@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from ._algorithms import AlgorithmName, Decision, Limit
 from ._clock import Clock, remaining
@@ -52,6 +52,8 @@ __all__ = [
     "TokenBucket",
     "TokenBucketConfig",
 ]
+
+_T = TypeVar("_T")
 
 DEFAULT_MAX_KEYS = 10_000
 """Keys a limiter remembers in its own in-memory store, unless told otherwise."""
@@ -280,6 +282,19 @@ class _RateLimiter(PolicyBase):
         self._keyed: Callable[[str, int], Decision] | None = (
             None if self._table is None else self._table.keyed_decider(self._prefix, self._rejected)
         )
+
+    def _reporter(
+        self, key_prefix: str, render: Callable[[int, int], _T]
+    ) -> Callable[[str, int], _T | None] | None:
+        """For an adapter's hot path: ``report(rest, cost)`` decides for the key
+        ``key_prefix + rest`` as :meth:`try_acquire` does, but only when that admits
+        in one step, returning ``render(remaining, whole seconds until reset)``;
+        ``None`` (nothing taken) sends the caller to :meth:`try_acquire`. See
+        ``_Table.keyed_reporter``. ``None`` instead of a function: not in memory, or
+        several limits."""
+        if self._table is None or self._keyed is None:
+            return None
+        return self._table.keyed_reporter(self._prefix + key_prefix, render)
 
     # -- keys and costs
 

@@ -285,6 +285,34 @@ async def test_the_apps_own_start_message_is_never_changed(clock, routed):
     assert app.headers == [(b"content-type", b"text/plain")]
 
 
+@pytest.mark.parametrize("headers", [True, False], ids=["fields", "no-fields"])
+async def test_the_hot_path_answers_like_the_routed_path(clock, headers):
+    """The one-step admission of the hot path gives the same statuses and fields as
+    the general (routed) path, through refusals, refills and a forgotten key."""
+    hot_limiter = rs.TokenBucket("3/s", name="api", clock=clock)
+    routed_limiter = rs.TokenBucket("3/s", name="api", clock=clock)
+    hot = ResilienceMiddleware(Hello(), hot_limiter, rate_limit_headers=headers)
+    routed = ResilienceMiddleware(
+        Hello(), routes=[Route(routed_limiter, path="/*")], rate_limit_headers=headers
+    )
+    assert hot._hot is not None
+    assert hot._hot.reporter is not None
+    assert routed._hot is None
+    answers = {"hot": [], "routed": []}
+    for step in range(24):
+        client_ip = ("192.0.2.1", "192.0.2.2")[step % 5 == 4]
+        for name, mw in (("hot", hot), ("routed", routed)):
+            exchange = await call(mw, http_scope(client=(client_ip, 1)))
+            answers[name].append((exchange.status, sorted(exchange.headers.items())))
+        clock.advance((0.0, 0.05, 0.2, 1.5)[step % 4])
+    assert answers["hot"] == answers["routed"]
+    statuses = [status for status, _ in answers["hot"]]
+    assert 429 in statuses
+    assert statuses.count(200) > 12
+    fields = [dict(items).get("ratelimit") for _, items in answers["hot"]]
+    assert (len(set(fields)) > 2) if headers else fields == [None] * 24
+
+
 async def test_a_key_callable_may_return_any_hashable(clock):
     """Keys that are not str (the in-memory one-call path takes str only) still count."""
     mw = ResilienceMiddleware(

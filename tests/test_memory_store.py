@@ -4,6 +4,7 @@ pinned keys, booking and release, several limits at once."""
 from __future__ import annotations
 
 import asyncio
+import math
 
 import pytest
 
@@ -263,6 +264,78 @@ def test_keyed_decider_answers_like_decide(clock, limits):
         clock.advance((0.0, 0.1, 0.4, 2.5)[step % 4])
     assert mine.keys.expirations == theirs.keys.expirations
     assert mine.keys.evictions == theirs.keys.evictions
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        pytest.param(BUCKET, id="token-bucket"),
+        pytest.param(
+            (Limit(algorithm="token_bucket", amount=2, period=1.0, initial=0),), id="initial"
+        ),
+        pytest.param(LOG, id="sliding-log"),
+        pytest.param((Limit(algorithm="fixed_window", amount=2, period=1.0),), id="fixed"),
+        pytest.param((Limit(algorithm="sliding_counter", amount=2, period=1.0),), id="counter"),
+    ],
+)
+def test_keyed_reporter_with_its_fallback_decides_like_decide(clock, limits):
+    """What an adapter does (the reporter, and decide() when it answers None) takes
+    exactly what decide() takes; a report carries the decision's numbers."""
+    mine = MemoryStore(clock=clock, max_keys=3).table(limits)
+    theirs = MemoryStore(clock=clock, max_keys=3).table(limits)
+    report = mine.keyed_reporter("p:", lambda remaining, seconds: (remaining, seconds))
+    assert report is not None
+    reported = 0
+    steps = ["a", "a", "b", "a", "c", "d", "a", "a", "b", "b", "b", "e", "a"]
+    for step, key in enumerate(steps * 3):
+        cost = 2 if step % 7 == 3 else 1
+        expected = theirs.decide("p:" + key, cost, 0.0)
+        got = report(key, cost)
+        if got is None:
+            assert mine.decide("p:" + key, cost, 0.0) == expected, (step, key)
+        else:
+            reported += 1
+            assert expected.allowed, (step, key)
+            assert got == (expected.remaining, math.ceil(expected.reset_after)), (step, key)
+        assert list(mine.keys) == list(theirs.keys)
+        clock.advance((0.0, 0.1, 0.4, 2.5)[step % 4])
+    assert reported  # the one-step path was taken, not only the fallback
+    assert mine.keys.expirations == theirs.keys.expirations
+    assert mine.keys.evictions == theirs.keys.evictions
+
+
+def test_keyed_reporter_renders_each_distinct_status_once(clock):
+    """While remaining and the whole seconds repeat, the last rendering is returned
+    again without calling render; a refusal and a new key answer None, taking nothing."""
+    table = MemoryStore(clock=clock).table(
+        (Limit(algorithm="token_bucket", amount=10, period=1.0),)
+    )
+    rendered: list[tuple[int, int]] = []
+
+    def render(remaining: int, seconds: int) -> list[int]:
+        rendered.append((remaining, seconds))
+        return [remaining, seconds]
+
+    report = table.keyed_reporter("p:", render)
+    assert report is not None
+    assert report("k", 1) is None  # new: the caller's general path stores it
+    assert table.decide("p:k", 1, 0.0).remaining == 9
+    clock.advance(0.5)  # full again (and still in the map)
+    first = report("k", 1)
+    assert first == [9, 1]
+    clock.advance(0.5)
+    assert report("k", 1) is first  # the same numbers: the same object, no call
+    assert report("k", 9) == [0, 1]
+    assert report("k", 1) is None  # refused: nothing taken
+    refused = table.decide("p:k", 1, 0.0)
+    assert (refused.allowed, refused.remaining, refused.reset_after) == (False, 0, 1.0)
+    assert rendered == [(9, 1), (0, 1)]
+
+
+def test_keyed_reporter_needs_one_limit(clock):
+    """Several limits have no single status: no reporter (the caller uses decide)."""
+    table = MemoryStore(clock=clock).table((*LOG, *BUCKET))
+    assert table.keyed_reporter("p:", lambda remaining, seconds: 0) is None
 
 
 def test_keyed_decider_reports_refusals_after_the_lock(clock):

@@ -17,7 +17,8 @@ import functools
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from math import ceil
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from .._algorithms import (
@@ -36,6 +37,8 @@ from .._errors import ConfigError
 from .._keyed import BoundedMap, Entry
 
 __all__ = ["MemoryStore"]
+
+_T = TypeVar("_T")
 
 _FOREVER = float("inf")
 
@@ -225,6 +228,24 @@ class _Table:
         expired key, a pinned key, several limits) takes :meth:`decide`.
         """
         return _keyed_decider(self, prefix, on_refused)
+
+    def keyed_reporter(
+        self, prefix: str, render: Callable[[int, int], _T]
+    ) -> Callable[[str, int], _T | None] | None:
+        """``report(key, cost)`` for the commonest admission, without a :class:`Decision`.
+
+        When *key* (after *prefix*) is in the map and one limit admits *cost*, the
+        units are taken, as by ``decide(prefix + key, cost, 0.0)``, and the result is
+        ``render(remaining, seconds)``, *seconds* being ``reset_after`` rounded up to
+        a whole second; the last rendering is returned again while both numbers stay
+        the same (a client well within its limit), so it costs no call. In any other
+        case (a new or expired key, a refusal, a reset beyond 2**31 s) nothing is
+        taken and the result is ``None``: the caller decides through the general
+        path. ``None`` instead of a reporter: several limits (no single status).
+        """
+        if not self._single:
+            return None
+        return _keyed_reporter(self, prefix, render)
 
     def _admit_pinned(self, entry: Entry[Any], cost: int, max_wait: float) -> float:
         now = self._now()
@@ -450,6 +471,51 @@ def _keyed_decider(
         return made  # type: ignore[no-any-return]
 
     return decide
+
+
+def _keyed_reporter(
+    table: _Table, prefix: str, render: Callable[[int, int], _T]
+) -> Callable[[str, int], _T | None]:
+    limit = table._limit
+    horizon = table._horizon
+    check = table._check
+    status = table._status
+    now_fn = table._now
+    acquire = table._lock.acquire
+    release = table._lock.release
+    get = table._data.get
+    move_to_end = table._data.move_to_end
+    last: tuple[int, int, Any] = (-1, -1, None)  # (remaining, seconds, rendering)
+
+    def report(key: str, cost: int) -> _T | None:
+        nonlocal last
+        skey = prefix + key
+        now = now_fn()
+        acquire()
+        try:
+            entry = get(skey)
+            if entry is None or now >= entry.expires_at:
+                return None  # new or expired: the general path stores it
+            at, state = check(limit, entry.value, now, cost, True)
+            if at > now:
+                return None  # refused: the general path reports it
+            remaining, reset_after = status(limit, state, now)
+            if remaining < 0 or not 0.0 < reset_after < 2147483648.0:
+                return None
+            move_to_end(skey)
+            entry.value = state
+            entry.expires_at = now + horizon
+        finally:
+            release()
+        seconds = ceil(reset_after)
+        seen = last
+        if seen[0] == remaining and seen[1] == seconds:
+            return seen[2]  # type: ignore[no-any-return]
+        made = render(remaining, seconds)
+        last = (remaining, seconds, made)  # one tuple: a racing reader sees a whole one
+        return made
+
+    return report
 
 
 class MemoryStore:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Container, Iterable, Mapping, Sequence
 from functools import partial
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 from resilient._algorithms import Decision
 from resilient._duration import to_seconds
@@ -40,6 +40,24 @@ _REFUSED: Final[Headers] = []  # sentinel: the limiters answered already
 _RATELIMIT_POLICY: Final = b"ratelimit-policy"
 _RATELIMIT: Final = b"ratelimit"
 _RETRY_AFTER: Final = b"retry-after"
+
+
+class _Hot(NamedTuple):
+    """What the hot path of :meth:`ResilienceMiddleware.__call__` reads per request."""
+
+    reporter: Callable[[str, int], Any] | None
+    """``report(host, cost)``: the RateLimit field (or True) of a one-step admission,
+    else ``None`` (see ``_RateLimiter._reporter``)."""
+    keyed: Callable[[str, int], Decision]
+    """``try_acquire(key, cost)`` in one call: everything else."""
+    cost: int
+    slot: LimiterSlot
+    policy_field: tuple[bytes, bytes]
+
+
+def _admitted(remaining: int, seconds: int) -> bool:
+    """The hot path's rendering of an admission when no header fields are sent."""
+    return True
 
 
 class FailedResponseError(Exception):
@@ -275,7 +293,7 @@ class ResilienceMiddleware:
             self._dashboard = middleware_dashboard(self, dashboard, dashboard_auth)
         self._hot = self._hot_path()
 
-    def _hot_path(self) -> tuple[Callable[[str, int], Decision], int, LimiterSlot] | None:
+    def _hot_path(self) -> _Hot | None:
         """What the commonest setup needs per request, or ``None`` when it is another.
 
         That setup: one plan for every request (no routes, no registry, no
@@ -291,7 +309,15 @@ class ResilienceMiddleware:
             return None
         if self._legacy:
             return None
-        return (single.keyed, single.cost, single)
+        fields = single.headers
+        reporter: Callable[[str, int], Any] | None = None
+        make = getattr(single.limiter, "_reporter", None)
+        if make is not None and len(single.limiter.limits) == 1:
+            # An admission that takes one step comes back as the ready RateLimit
+            # field (the same object while the numbers repeat), or as True without headers.
+            render = fields.admitted_field if self._headers else _admitted
+            reporter = make("ip:", render)
+        return _Hot(reporter, single.keyed, single.cost, single, fields.policy_field)
 
     def _build(self, routes: Iterable[Route | Mapping[str, Any]] | None) -> RouteTable:
         route_list = [as_route(item) for item in (routes or ())]
@@ -340,7 +366,16 @@ class ResilienceMiddleware:
             peer = scope.get("client")
             host: str | None = peer[0] if peer else None
             if host and ":" not in host:  # IPv4 (IPv6 is counted per prefix: below)
-                keyed, cost, slot = hot
+                reporter, keyed, cost, slot, policy_field = hot
+                if reporter is not None:
+                    field = reporter(host, cost)  # the key "ip:<host>", admitted at once
+                    if field is not None:
+                        if field is True:
+                            await self.app(scope, receive, send)
+                        else:
+                            adding = partial(_send_adding_two, send, policy_field, field)
+                            await self.app(scope, receive, adding)
+                        return
                 decision = keyed("ip:" + host, cost)
                 if not decision.allowed:
                     await self._too_many(send, [(slot, decision)], http=True)

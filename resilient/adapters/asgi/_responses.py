@@ -133,6 +133,11 @@ class LimitHeaders:
             return (b"ratelimit", self._format % (remaining, ceil(reset)))
         return (b"ratelimit", self.state(decision, None))
 
+    def admitted_field(self, remaining: int, seconds: int) -> tuple[bytes, bytes]:
+        """``(b"ratelimit", value)`` for an admission of a single limit, from its
+        numbers (what ``state_field`` gives for a decision with them)."""
+        return (b"ratelimit", self._format % (remaining, seconds))
+
     def violated(self, decision: Decision) -> str:
         """The name of the quota policy a refused *decision* violated."""
         return self.names[self.which(decision)]
