@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from .._algorithms import (
+    _SLACK,
     ALGORITHMS,
     Decision,
     Limit,
@@ -245,6 +246,8 @@ class _Table:
         """
         if not self._single:
             return None
+        if self._limit.algorithm == "token_bucket":
+            return _bucket_reporter(self, prefix, render)
         return _keyed_reporter(self, prefix, render)
 
     def _admit_pinned(self, entry: Entry[Any], cost: int, max_wait: float) -> float:
@@ -513,6 +516,65 @@ def _keyed_reporter(
             return seen[2]  # type: ignore[no-any-return]
         made = render(remaining, seconds)
         last = (remaining, seconds, made)  # one tuple: a racing reader sees a whole one
+        return made
+
+    return report
+
+
+def _bucket_reporter(
+    table: _Table, prefix: str, render: Callable[[int, int], _T]
+) -> Callable[[str, int], _T | None]:
+    """:func:`_keyed_reporter` for one token bucket, its GCRA steps written out (the
+    same arithmetic as ``token_bucket_check`` and ``token_bucket_status``, which the
+    tests hold it to): no call and no tuple per admission."""
+    limit = table._limit
+    interval = limit.interval
+    tolerance = limit.tolerance
+    slack = limit.slack
+    capacity = limit.capacity
+    fresh_is_full = limit.initial is None
+    horizon = table._horizon
+    now_fn = table._now
+    acquire = table._lock.acquire
+    release = table._lock.release
+    get = table._data.get
+    move_to_end = table._data.move_to_end
+    last: tuple[int, int, Any] = (-1, -1, None)  # (remaining, seconds, rendering)
+
+    def report(key: str, cost: int) -> _T | None:
+        nonlocal last
+        skey = prefix + key
+        now = now_fn()
+        acquire()
+        try:
+            entry = get(skey)
+            if entry is None or now >= entry.expires_at:
+                return None  # new or expired: the general path stores it
+            tat = entry.value
+            if tat is not None and tat > now:  # not full
+                if tat + cost * interval - tolerance > now + slack:
+                    return None  # refused: the general path reports it
+                tat += cost * interval
+            elif tat is None and not fresh_is_full:
+                return None  # a partly filled new bucket: the general path
+            else:  # full
+                tat = now + cost * interval
+            ahead = tat - now
+            if not 0.0 < ahead < 2147483648.0:
+                return None
+            move_to_end(skey)
+            entry.value = tat
+            entry.expires_at = now + horizon
+        finally:
+            release()
+        tokens = capacity - ahead / interval
+        remaining = int(tokens + _SLACK) if tokens > 0 else 0
+        seconds = ceil(ahead)
+        seen = last
+        if seen[0] == remaining and seen[1] == seconds:
+            return seen[2]  # type: ignore[no-any-return]
+        made = render(remaining, seconds)
+        last = (remaining, seconds, made)
         return made
 
     return report
