@@ -23,6 +23,13 @@ from resilient.testing import FakeClock
 
 BUCKET = (Limit(algorithm="token_bucket", amount=1, period=1.0, burst=2),)
 LOG = (Limit(algorithm="sliding_log", amount=2, period=10.0),)
+ONE_LIMIT = [
+    pytest.param(BUCKET, id="token-bucket"),
+    pytest.param((Limit(algorithm="token_bucket", amount=2, period=1.0, initial=0),), id="initial"),
+    pytest.param(LOG, id="sliding-log"),
+    pytest.param((Limit(algorithm="fixed_window", amount=2, period=1.0),), id="fixed"),
+    pytest.param((Limit(algorithm="sliding_counter", amount=2, period=1.0),), id="counter"),
+]
 
 
 @pytest.fixture
@@ -239,16 +246,7 @@ def test_unknown_schemes_and_registration():
 
 @pytest.mark.parametrize(
     "limits",
-    [
-        pytest.param(BUCKET, id="token-bucket"),
-        pytest.param(
-            (Limit(algorithm="token_bucket", amount=2, period=1.0, initial=0),), id="initial"
-        ),
-        pytest.param(LOG, id="sliding-log"),
-        pytest.param((Limit(algorithm="fixed_window", amount=2, period=1.0),), id="fixed"),
-        pytest.param((Limit(algorithm="sliding_counter", amount=2, period=1.0),), id="counter"),
-        pytest.param((*LOG, *BUCKET), id="several"),
-    ],
+    [*ONE_LIMIT, pytest.param((*LOG, *BUCKET), id="several")],
 )
 def test_keyed_decider_answers_like_decide(clock, limits):
     """The keyed decider (one call for a key already in the map) decides exactly like
@@ -268,15 +266,7 @@ def test_keyed_decider_answers_like_decide(clock, limits):
 
 @pytest.mark.parametrize(
     "limits",
-    [
-        pytest.param(BUCKET, id="token-bucket"),
-        pytest.param(
-            (Limit(algorithm="token_bucket", amount=2, period=1.0, initial=0),), id="initial"
-        ),
-        pytest.param(LOG, id="sliding-log"),
-        pytest.param((Limit(algorithm="fixed_window", amount=2, period=1.0),), id="fixed"),
-        pytest.param((Limit(algorithm="sliding_counter", amount=2, period=1.0),), id="counter"),
-    ],
+    ONE_LIMIT,
 )
 def test_keyed_reporter_with_its_fallback_decides_like_decide(clock, limits):
     """What an adapter does (the reporter, and decide() when it answers None) takes

@@ -246,8 +246,6 @@ class _Table:
         """
         if not self._single:
             return None
-        if self._limit.algorithm == "token_bucket":
-            return _bucket_reporter(self, prefix, render)
         return _keyed_reporter(self, prefix, render)
 
     def _admit_pinned(self, entry: Entry[Any], cost: int, max_wait: float) -> float:
@@ -480,9 +478,18 @@ def _keyed_reporter(
     table: _Table, prefix: str, render: Callable[[int, int], _T]
 ) -> Callable[[str, int], _T | None]:
     limit = table._limit
-    horizon = table._horizon
+    # A token bucket's GCRA steps are written out (the arithmetic of token_bucket_check
+    # and token_bucket_status, which the tests hold this to): no call and no tuple per
+    # admission. The other algorithms run their own functions.
+    bucket = limit.algorithm == "token_bucket"
+    interval = limit.interval
+    tolerance = limit.tolerance
+    slack = limit.slack
+    capacity = limit.capacity
+    fresh_is_full = limit.initial is None
     check = table._check
     status = table._status
+    horizon = table._horizon
     now_fn = table._now
     acquire = table._lock.acquire
     release = table._lock.release
@@ -499,10 +506,24 @@ def _keyed_reporter(
             entry = get(skey)
             if entry is None or now >= entry.expires_at:
                 return None  # new or expired: the general path stores it
-            at, state = check(limit, entry.value, now, cost, True)
-            if at > now:
-                return None  # refused: the general path reports it
-            remaining, reset_after = status(limit, state, now)
+            state = entry.value
+            if not bucket:
+                at, state = check(limit, state, now, cost, True)
+                if at > now:
+                    return None  # refused: the general path reports it
+                remaining, reset_after = status(limit, state, now)
+            else:
+                if state is not None and state > now:  # not full
+                    if state + cost * interval - tolerance > now + slack:
+                        return None  # refused
+                    state += cost * interval
+                elif state is None and not fresh_is_full:
+                    return None  # a partly filled new bucket: the general path
+                else:  # full
+                    state = now + cost * interval
+                reset_after = state - now
+                tokens = capacity - reset_after / interval
+                remaining = int(tokens + _SLACK) if tokens > 0 else 0
             if remaining < 0 or not 0.0 < reset_after < 2147483648.0:
                 return None
             move_to_end(skey)
@@ -516,65 +537,6 @@ def _keyed_reporter(
             return seen[2]  # type: ignore[no-any-return]
         made = render(remaining, seconds)
         last = (remaining, seconds, made)  # one tuple: a racing reader sees a whole one
-        return made
-
-    return report
-
-
-def _bucket_reporter(
-    table: _Table, prefix: str, render: Callable[[int, int], _T]
-) -> Callable[[str, int], _T | None]:
-    """:func:`_keyed_reporter` for one token bucket, its GCRA steps written out (the
-    same arithmetic as ``token_bucket_check`` and ``token_bucket_status``, which the
-    tests hold it to): no call and no tuple per admission."""
-    limit = table._limit
-    interval = limit.interval
-    tolerance = limit.tolerance
-    slack = limit.slack
-    capacity = limit.capacity
-    fresh_is_full = limit.initial is None
-    horizon = table._horizon
-    now_fn = table._now
-    acquire = table._lock.acquire
-    release = table._lock.release
-    get = table._data.get
-    move_to_end = table._data.move_to_end
-    last: tuple[int, int, Any] = (-1, -1, None)  # (remaining, seconds, rendering)
-
-    def report(key: str, cost: int) -> _T | None:
-        nonlocal last
-        skey = prefix + key
-        now = now_fn()
-        acquire()
-        try:
-            entry = get(skey)
-            if entry is None or now >= entry.expires_at:
-                return None  # new or expired: the general path stores it
-            tat = entry.value
-            if tat is not None and tat > now:  # not full
-                if tat + cost * interval - tolerance > now + slack:
-                    return None  # refused: the general path reports it
-                tat += cost * interval
-            elif tat is None and not fresh_is_full:
-                return None  # a partly filled new bucket: the general path
-            else:  # full
-                tat = now + cost * interval
-            ahead = tat - now
-            if not 0.0 < ahead < 2147483648.0:
-                return None
-            move_to_end(skey)
-            entry.value = tat
-            entry.expires_at = now + horizon
-        finally:
-            release()
-        tokens = capacity - ahead / interval
-        remaining = int(tokens + _SLACK) if tokens > 0 else 0
-        seconds = ceil(ahead)
-        seen = last
-        if seen[0] == remaining and seen[1] == seconds:
-            return seen[2]  # type: ignore[no-any-return]
-        made = render(remaining, seconds)
-        last = (remaining, seconds, made)
         return made
 
     return report
