@@ -240,9 +240,10 @@ class _Table:
         ``render(remaining, seconds)``, *seconds* being ``reset_after`` rounded up to
         a whole second; the last rendering is returned again while both numbers stay
         the same (a client well within its limit), so it costs no call. In any other
-        case (a new or expired key, a refusal, a reset beyond 2**31 s) nothing is
-        taken and the result is ``None``: the caller decides through the general
-        path. ``None`` instead of a reporter: several limits (no single status).
+        case (a new or expired key, a refusal, a token bucket with ``initial`` not yet
+        materialised, a reset beyond 2**31 s) nothing is taken and the result is
+        ``None``: the caller decides through the general path. No reporter at all
+        (``None``) for several limits, which have no single status.
         """
         if not self._single:
             return None
