@@ -885,21 +885,25 @@ class CircuitBreaker(PolicyBase):
             self._emit_changes(changes)
         if ticket >= 0:
             return ticket
-        observe = self._observe_only
+        self._reject(self._core.now(), reason, retry_after, self._observe_only)
+        return _PASS
+
+    def _reject(self, at: float, reason: str, retry_after: float | None, observe: bool) -> None:
+        """A call the breaker refused: ``CallRejected`` if anyone would see it, then
+        ``CircuitOpenError`` raised, unless *observe* (observe-only: the call passes)."""
         if self._emitter.wants(CallRejected):  # an open breaker may refuse a flood
             self._emitter.emit(
                 CallRejected(
                     policy=self.name,
                     kind=self.kind,
-                    at=self._core.now(),
+                    at=at,
                     reason=reason,
                     retry_after=retry_after,
                     attributes={"observe_only": True} if observe else {},
                 )
             )
-        if observe:
-            return _PASS
-        raise new_error(CircuitOpenError, self.name, None, reason, retry_after)
+        if not observe:
+            raise new_error(CircuitOpenError, self.name, None, reason, retry_after)
 
     def _refuse(self, until: float, now: float) -> CircuitOpenError:
         """The lock-free rejection while OPEN (:meth:`_BreakerCore.admit`'s first branch,

@@ -65,10 +65,10 @@ from ..._circuit_breaker import (
     CircuitState,
 )
 from ..._duration import Duration, to_seconds
-from ..._errors import CircuitOpenError, ConfigError, new_error
+from ..._errors import ConfigError
 from ..._types import P, T
 from ..._windows import FAILURE, SLOW
-from ...observability._events import CallFailed, CallRejected, CallSucceeded
+from ...observability._events import CallFailed, CallSucceeded
 from .._health import OnBackendError, check_mode
 from ._async.breaker import AsyncBreakerLink
 from ._async.store import AsyncRedisStore
@@ -279,21 +279,8 @@ class SharedCircuitBreaker(CircuitBreaker):
             self._emit_changes(changes)
         if type(ticket) is not int or ticket != REJECT:
             return ticket
-        observe = self.config.observe_only
-        if self._emitter.wants(CallRejected):
-            self._emitter.emit(
-                CallRejected(
-                    policy=self.name,
-                    kind=self.kind,
-                    at=self._remote.now(),
-                    reason=reason,
-                    retry_after=retry_after,
-                    attributes={"observe_only": True} if observe else {},
-                )
-            )
-        if observe:
-            return PASS
-        raise new_error(CircuitOpenError, self.name, None, reason, retry_after)
+        self._reject(self._remote.now(), reason, retry_after, self.config.observe_only)
+        return PASS
 
     def _classify(self, start: float, exc: Exception) -> tuple[int, float | None, float]:
         """``(outcome, hint, end)`` of a call that raised *exc* (outcome ``IGNORED``: none)."""
