@@ -55,8 +55,9 @@ def add_commands(sub: Any) -> None:
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    # The commands print warnings themselves; don't let the logger repeat them.
+def quiet_config_log() -> Iterator[None]:
+    """Silence the ``resilient.config`` logger: the commands (``check``, ``show``,
+    ``simulate``) print the warnings themselves, and the logger must not repeat them."""
     log = logging.getLogger("resilient.config")
     disabled = log.disabled
     log.disabled = True
@@ -77,7 +78,7 @@ def run_check(args: argparse.Namespace) -> int:
     status = 0
     for file in args.files:
         try:
-            with _quiet():
+            with quiet_config_log():
                 registry = Registry(file, args.format, resolve_imports=not args.no_imports)
         except ConfigError as exc:
             _errors(exc)
@@ -107,7 +108,7 @@ def run_show(args: argparse.Namespace) -> int:
     from ._render import to_json
 
     try:
-        with _quiet():
+        with quiet_config_log():
             registry = Registry(args.file, args.format)
     except ConfigError as exc:
         _errors(exc)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import logging
 import os
 import shutil
 import sys
-from collections.abc import Iterator
 from typing import Any
+
+from ..config._commands import quiet_config_log
 
 __all__ = ["add_commands", "run_simulate"]
 
@@ -84,18 +83,6 @@ def add_commands(sub: Any) -> None:
     simulate.set_defaults(run=run_simulate)
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    # The simulation reports the policy's lint warnings itself.
-    log = logging.getLogger("resilient.config")
-    disabled = log.disabled
-    log.disabled = True
-    try:
-        yield
-    finally:
-        log.disabled = disabled
-
-
 def _fail(message: str) -> int:
     print(f"resilient simulate: {message}", file=sys.stderr)
     return 1
@@ -129,7 +116,7 @@ def run_simulate(args: argparse.Namespace) -> int:
             trace = scenario(args.scenario, seed=args.seed, rate=args.rate)
         else:
             trace = load_trace(args.trace)
-        with _quiet():
+        with quiet_config_log():
             result = simulate_file(
                 args.file or BUNDLED_POLICIES,
                 args.policy,
