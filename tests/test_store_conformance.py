@@ -98,6 +98,9 @@ def make_store(request: pytest.FixtureRequest, kind: str, flavour: str, **option
     else:
         url = request.getfixturevalue("redis_cluster").url
     cls = AsyncRedisStore if flavour == "async" else RedisStore
+    # These tests compare decisions, not timeouts (the fault tests do those): a reply
+    # held up by a stalled shared machine must not turn a decision into a BackendError.
+    options.setdefault("timeout", 2.0)
     return cls(url, prefix=unique_prefix(), **options)
 
 
